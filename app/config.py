@@ -1,0 +1,185 @@
+"""Configuration: the `TOBIRA_*` environment variables (or a `.env` file), validated in one pass.
+
+`load_settings()` is the only place that reads the environment. Every problem found is collected and
+raised together as one `ConfigError`, so an operator fixes a deployment in one go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.endpoints import validate_patterns
+from app.hosts import DevOrigin, canonical_host, parse_dev_origin
+from app.errors import InvalidInstance
+
+KNOWN_PERMISSIONS: frozenset[str] = frozenset(
+    json.loads(resources.files("app").joinpath("data/permissions.json").read_text("utf-8"))
+)
+AUTH_METHODS = ("miauth", "legacy", "oauth2")
+MIN_SECRET_LENGTH = 32
+DEV_KEYS_FILE = "secret_keys"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(Exception):
+    """Start-up configuration is unusable; `problems` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("tobira cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Field `x` is the variable `TOBIRA_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOBIRA_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    public_url: str = "http://127.0.0.1:8000"
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    app_name: str = "tobira"
+    app_icon: str | None = None
+    permissions: CommaList = Field(default_factory=lambda: ["read:account"])
+    instances_allow: CommaList = Field(default_factory=list)
+    instances_deny: CommaList = Field(default_factory=list)
+    dev_instances: CommaList = Field(default_factory=list)
+    session_max_age: int = Field(default=30 * 24 * 3600, gt=0)
+    data_dir: Path = Path(".tobira")
+    store_url: str | None = None
+    auth_methods: CommaList = Field(default_factory=lambda: ["miauth", "legacy"])
+    proxy_endpoints: CommaList | None = None
+    connect_timeout: float = Field(default=5.0, gt=0)
+    request_timeout: float = Field(default=15.0, gt=0)
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    per_host_connections: int = Field(default=32, gt=0)
+    login_rate_limit: int = Field(default=30, ge=0)
+    discovery_cache_seconds: int = Field(default=600, ge=0)
+
+    _split_lists = field_validator(
+        "secret_keys",
+        "permissions",
+        "instances_allow",
+        "instances_deny",
+        "dev_instances",
+        "auth_methods",
+        "proxy_endpoints",
+        mode="before",
+    )(_split)
+
+    @property
+    def public_origin(self) -> str:
+        """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+    @property
+    def is_production(self) -> bool:
+        return self.public_url.lower().startswith("https://")
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_origin + "/callback"
+
+    @property
+    def dev_origins(self) -> tuple[DevOrigin, ...]:
+        return tuple(parse_dev_origin(origin) for origin in self.dev_instances)
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'tobira.sqlite3').resolve()}"
+
+    def secret_values(self) -> list[str]:
+        return [key.get_secret_value() for key in self.secret_keys]
+
+
+def _problems(settings: Settings) -> list[str]:
+    """Cross-field checks pydantic cannot express on one field."""
+    problems: list[str] = []
+    parts = urlsplit(settings.public_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append("TOBIRA_PUBLIC_URL must be an http or https URL such as https://login.example.com")
+    elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        problems.append("TOBIRA_PUBLIC_URL must be an origin only, without path, query or user")
+    if settings.is_production and not settings.secret_keys:
+        problems.append("TOBIRA_SECRET_KEYS is required when TOBIRA_PUBLIC_URL is https")
+    for index, key in enumerate(settings.secret_keys, start=1):
+        if len(key.get_secret_value()) < MIN_SECRET_LENGTH:
+            problems.append(f"TOBIRA_SECRET_KEYS: key {index} is shorter than {MIN_SECRET_LENGTH} characters")
+    for name in settings.permissions:
+        if name not in KNOWN_PERMISSIONS:
+            problems.append(f"TOBIRA_PERMISSIONS: unknown permission {name!r}")
+    for method in settings.auth_methods:
+        if method not in AUTH_METHODS:
+            problems.append(f"TOBIRA_AUTH_METHODS: unknown method {method!r} (use {', '.join(AUTH_METHODS)})")
+    if not settings.auth_methods:
+        problems.append("TOBIRA_AUTH_METHODS must name at least one method")
+    for origin in settings.dev_instances:
+        try:
+            parse_dev_origin(origin)
+        except ValueError as exc:
+            problems.append(f"TOBIRA_DEV_INSTANCES: {origin!r}: {exc}")
+    for variable, patterns in (
+        ("TOBIRA_INSTANCES_ALLOW", settings.instances_allow),
+        ("TOBIRA_INSTANCES_DENY", settings.instances_deny),
+    ):
+        for pattern in patterns:
+            try:
+                canonical_host(pattern.removeprefix("*."))
+            except InvalidInstance:
+                problems.append(f"{variable}: {pattern!r} is not a host name or *.domain")
+    if settings.proxy_endpoints is not None:
+        problems += [f"TOBIRA_PROXY_ENDPOINTS: {p}" for p in validate_patterns(settings.proxy_endpoints)]
+    if settings.app_icon and not settings.app_icon.startswith("https://"):
+        problems.append("TOBIRA_APP_ICON must be an https URL")
+    if len(settings.app_name) > 128:
+        problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
+    if settings.app_icon and len(settings.app_icon) > 512:
+        problems.append("TOBIRA_APP_ICON must be at most 512 characters (Misskey refuses longer URLs)")
+    return problems
+
+
+def _with_dev_keys(settings: Settings) -> Settings:
+    """Outside production, generate secret keys once and keep them in the data directory."""
+    if settings.secret_keys or settings.is_production:
+        return settings
+    path = settings.data_dir / DEV_KEYS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+    keys = [SecretStr(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+    return settings.model_copy(update={"secret_keys": keys})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the configuration; raise ConfigError listing every problem."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"TOBIRA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    problems = _problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return _with_dev_keys(settings)

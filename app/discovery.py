@@ -1,0 +1,168 @@
+"""Discovery: what kind of server a host is, before anyone is sent to it.
+
+`POST /api/meta` is the primary signal (name, icon, version, `features.miauth`); nodeinfo adds the
+software's name and version where the server answers it (a fresh Misskey refuses `/.well-known/nodeinfo`
+but still serves `/nodeinfo/2.1`). Results are cached per host for a while. Protocol code: no web framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from app.errors import InstanceBadAnswer, InstanceError, NotMisskey
+from app.hosts import Instance
+
+NODEINFO_SCHEMAS = ("http://nodeinfo.diaspora.software/ns/schema/2.1", "http://nodeinfo.diaspora.software/ns/schema/2.0")
+NODEINFO_PATHS = ("/nodeinfo/2.1", "/nodeinfo/2.0")
+NODEINFO_DEADLINE = 4.0
+MAX_TEXT = 256
+MAX_URL = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What tobira knows about one server. Text fields are the server's own claims, shown escaped."""
+
+    host: str
+    name: str | None
+    icon_url: str | None
+    version: str
+    miauth: bool
+    software: str | None = None
+    software_version: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "name": self.name,
+            "iconUrl": self.icon_url,
+            "version": self.version,
+            "miauth": self.miauth,
+            "software": self.software,
+            "softwareVersion": self.software_version,
+        }
+
+
+def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
+    return value[:limit] if isinstance(value, str) and value.strip() else None
+
+
+def _icon_url(value: Any, schemes: tuple[str, ...]) -> str | None:
+    """Keep an icon URL only when it is a plain web URL of sane length (it ends up in an <img>)."""
+    if not isinstance(value, str) or len(value) > MAX_URL:
+        return None
+    parts = urlsplit(value)
+    return value if parts.scheme in schemes and parts.hostname and not parts.username else None
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST a JSON body and return (status, decoded JSON); raise InstanceBadAnswer if it is not JSON."""
+    response = await client.post(url, json=body)
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        raise InstanceBadAnswer() from None
+
+
+async def fetch_meta(client: httpx.AsyncClient, instance: Instance) -> ServerInfo:
+    """Ask `api/meta`; raise NotMisskey unless the answer looks like Misskey's."""
+    try:
+        status, meta = await post_json(client, instance.url("/api/meta"), {})
+    except InstanceBadAnswer:
+        raise NotMisskey() from None
+    if status != 200 or not isinstance(meta, dict) or not isinstance(meta.get("version"), str):
+        raise NotMisskey()
+    features = meta.get("features")
+    return ServerInfo(
+        host=instance.host,
+        name=_text(meta.get("name")),
+        icon_url=_icon_url(meta.get("iconUrl"), ("https", "http") if instance.dev else ("https",)),
+        version=meta["version"][:MAX_TEXT],
+        miauth=isinstance(features, dict) and features.get("miauth") is True,
+    )
+
+
+async def fetch_nodeinfo(client: httpx.AsyncClient, instance: Instance) -> tuple[str | None, str | None]:
+    """Software name and version from nodeinfo, or (None, None). Never raises InstanceError."""
+    paths = list(NODEINFO_PATHS)
+    try:
+        response = await client.get(instance.url("/.well-known/nodeinfo"))
+        links = response.json().get("links", []) if response.status_code == 200 else []
+        for link in links if isinstance(links, list) else []:
+            href = link.get("href") if isinstance(link, dict) else None
+            if link.get("rel") in NODEINFO_SCHEMAS and isinstance(href, str):
+                # Follow a link only on the same origin: nodeinfo must not send us elsewhere.
+                if href.startswith(instance.origin + "/"):
+                    paths.insert(0, href[len(instance.origin) :])
+    except (InstanceError, ValueError, AttributeError):
+        pass
+    for path in dict.fromkeys(paths):
+        try:
+            response = await client.get(instance.url(path))
+            software = response.json().get("software") if response.status_code == 200 else None
+        except (InstanceError, ValueError, AttributeError):
+            continue
+        if isinstance(software, dict):
+            name = _text(software.get("name"), 64)
+            return (name.lower() if name else None), _text(software.get("version"), 64)
+    return None, None
+
+
+class Discovery:
+    """Looks servers up and remembers the answers for `ttl` seconds (bounded LRU, successes only)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        ttl: float = 600,
+        *,
+        max_entries: int = 2048,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[float, ServerInfo]] = OrderedDict()
+
+    async def lookup(self, instance: Instance) -> ServerInfo:
+        """ServerInfo for the instance; raises the InstanceError subclasses of the guard and NotMisskey."""
+        cached = self._cache.get(instance.origin)
+        now = self._clock()
+        if cached and cached[0] > now:
+            self._cache.move_to_end(instance.origin)
+            return cached[1]
+        nodeinfo = asyncio.ensure_future(
+            asyncio.wait_for(fetch_nodeinfo(self._client, instance), NODEINFO_DEADLINE)
+        )
+        try:
+            info = await fetch_meta(self._client, instance)
+        except BaseException:
+            nodeinfo.cancel()
+            raise
+        try:
+            software, software_version = await nodeinfo
+        except TimeoutError:
+            software, software_version = None, None
+        info = ServerInfo(
+            host=info.host,
+            name=info.name,
+            icon_url=info.icon_url,
+            version=info.version,
+            miauth=info.miauth,
+            software=software,
+            software_version=software_version,
+        )
+        if self._ttl > 0:
+            self._cache[instance.origin] = (now + self._ttl, info)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
+        return info

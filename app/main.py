@@ -1,0 +1,51 @@
+"""The application factory: `uvicorn --factory app.main:create_app` serves tobira."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.config import Settings, load_settings
+from app.guard import Resolver
+from app.routes import auth, pages, proxy
+from app.services import build_services
+from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    resolver: Resolver | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build tobira; with no settings they are read from the environment. `resolver`/`clock` are for tests."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, resolver=resolver, clock=clock)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title="tobira",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.settings = settings
+    for router in (pages.router, auth.router, proxy.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    instance_sources = " ".join(["https:", *settings.dev_instances])
+    app.add_middleware(SecurityHeaders, instance_sources=instance_sources, hsts=settings.is_production)
+    return app

@@ -1,0 +1,237 @@
+"""Sign-in and sign-out: `/login`, `/callback`, `/logout`.
+
+form → host parser → discovery → MiAuth session bound to this browser → 303 to the instance;
+callback → the browser's own sign-in → `/check` once → session cookie → 303 to `return_to`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from app import miauth
+from app.csrf import is_same_origin
+from app.errors import (
+    BadRequest,
+    ErrorCode,
+    Forbidden,
+    InstanceError,
+    InstanceNotAllowed,
+    MiAuthUnsupported,
+    RateLimited,
+    TobiraError,
+)
+from app.hosts import Instance, host_matches, parse_instance
+from app.redirects import safe_return_to
+from app.services import Services
+from app.session import PENDING_TTL, Session
+from app.web import ServicesDep, error_response, render_page
+
+router = APIRouter()
+log = logging.getLogger("tobira")
+NO_STORE = {"Cache-Control": "no-store"}
+LOGIN_WINDOW = 60
+
+
+def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", secure=services.cookies.secure, httponly=True, samesite="lax"
+    )
+
+
+def delete_cookie(response: Response, services: Services, name: str) -> None:
+    response.delete_cookie(name, path="/", secure=services.cookies.secure, httponly=True, samesite="lax")
+
+
+async def limit_sign_ins(services: Services, request: Request) -> None:
+    """A fixed window per client address, so nobody turns tobira into a scanner of other hosts."""
+    limit = services.settings.login_rate_limit
+    if not limit:
+        return
+    window = int(services.clock() // LOGIN_WINDOW)
+    client = request.client.host if request.client else "unknown"
+    count = await services.store.incr(f"rate:login:{client}:{window}", LOGIN_WINDOW)
+    if count > limit:
+        raise RateLimited(retry_after=LOGIN_WINDOW - int(services.clock() % LOGIN_WINDOW))
+
+
+def allowed_instance(services: Services, text: str) -> Instance:
+    """Parse what the person typed and apply the operator's allow and deny lists."""
+    settings = services.settings
+    instance = parse_instance(text, settings.dev_origins)
+    if instance.dev:
+        return instance
+    if host_matches(instance.host, settings.instances_deny) or (
+        settings.instances_allow and not host_matches(instance.host, settings.instances_allow)
+    ):
+        raise InstanceNotAllowed()
+    return instance
+
+
+async def start_sign_in(request: Request, services: Services, text: str, return_to: str | None) -> Response:
+    """Everything between the form and the 303 to the instance's consent page."""
+    settings = services.settings
+    return_path = safe_return_to(return_to)
+    try:
+        await limit_sign_ins(services, request)
+        instance = allowed_instance(services, text)
+        info = await services.discovery.lookup(instance)
+        if not info.miauth:
+            raise MiAuthUnsupported()
+    except TobiraError as error:
+        return error_response(request, error, instance_text=text[:300], return_to=return_path)
+    session_id = miauth.new_session_id()
+    location = miauth.authorize_url(
+        instance,
+        session_id,
+        name=settings.app_name,
+        icon=settings.app_icon,
+        callback=settings.callback_url,
+        permissions=settings.permissions,
+    )
+    cookies = services.cookies
+    pending = cookies.new_pending(instance, session_id, return_path, "miauth")
+    response = RedirectResponse(location, status_code=303, headers=NO_STORE)
+    value = cookies.start_pending(request.cookies.get(cookies.pending_name), pending)
+    set_cookie(response, services, cookies.pending_name, value, PENDING_TTL)
+    log.info("sign-in started with %s", instance.host)
+    return response
+
+
+@router.get("/login")
+async def login_form(
+    request: Request,
+    services: ServicesDep,
+    instance: Annotated[str | None, Query(max_length=2048)] = None,
+    return_to: Annotated[str | None, Query(max_length=4096)] = None,
+) -> Response:
+    if instance:
+        return await start_sign_in(request, services, instance, return_to)
+    return render_page(request, "login.html", return_to=safe_return_to(return_to), instance_text="")
+
+
+@router.post("/login")
+async def login_submit(
+    request: Request,
+    services: ServicesDep,
+    instance: Annotated[str, Form(max_length=2048)] = "",
+    return_to: Annotated[str | None, Form(max_length=4096)] = None,
+) -> Response:
+    if not instance.strip():
+        error = BadRequest("Type the server you use, for example misskey.io.", code=ErrorCode.INVALID_INSTANCE)
+        return error_response(request, error, instance_text="", return_to=safe_return_to(return_to))
+    return await start_sign_in(request, services, instance, return_to)
+
+
+async def end_session(services: Services, session: Session) -> None:
+    """Remember the session as ended until it would have expired, on every replica."""
+    ttl = max(1.0, session.expires_at - services.clock())
+    await services.store.claim(f"ended:{session.sid}", ttl)
+
+
+async def current_session(services: Services, request: Request) -> Session | None:
+    """The browser's session, unless it is absent, forged, expired or ended by a logout."""
+    session = services.cookies.read(request.cookies.get(services.cookies.session_name))
+    if session is None or await services.store.exists(f"ended:{session.sid}"):
+        return None
+    return session
+
+
+@router.get("/callback")
+async def callback(request: Request, services: ServicesDep, session: str | None = None) -> Response:
+    response = await finish_sign_in(request, services, session)
+    response.headers.update(NO_STORE)
+    return response
+
+
+async def finish_sign_in(request: Request, services: Services, session_id: str | None) -> Response:
+    cookies = services.cookies
+    pending = cookies.read_pending(request.cookies.get(cookies.pending_name))
+    if not session_id or not miauth.is_session_id(session_id):
+        return error_response(request, BadRequest("The sign-in link is incomplete.", code=ErrorCode.INVALID_CALLBACK))
+    if not pending:
+        return error_response(
+            request,
+            BadRequest(
+                "This sign-in has expired or is already finished. Please sign in again.",
+                code=ErrorCode.NO_SIGN_IN_PENDING,
+            ),
+        )
+    match = next((item for item in pending if item.session == session_id), None)
+    if match is None:
+        # Login CSRF: someone else's approved session pasted into this browser. Never call /check.
+        log.warning("callback for a sign-in this browser did not start")
+        return error_response(
+            request,
+            Forbidden(
+                "This sign-in was not started in this browser. Please sign in again from here.",
+                code=ErrorCode.SIGN_IN_MISMATCH,
+            ),
+        )
+    rest = [item for item in pending if item is not match]
+    instance = match.instance
+    retry = {"instance_text": instance.host, "return_to": match.return_to}
+    try:
+        if not await services.store.claim(f"check:{instance.origin}:{session_id}", PENDING_TTL):
+            raise BadRequest("This sign-in is already finished.", code=ErrorCode.NO_SIGN_IN_PENDING)
+        approval = await miauth.check(services.client, instance, session_id)
+        if approval is None:
+            raise Forbidden(
+                "The sign-in was not approved on your server. You can start again.",
+                code=ErrorCode.SIGN_IN_NOT_APPROVED,
+            )
+        info = await services.discovery.lookup(instance)
+    except TobiraError as error:
+        if isinstance(error, InstanceError):
+            error.message += " Please sign in again."
+        response = error_response(request, error, **retry)
+        _keep_pending(response, services, rest)
+        return response
+    previous = await current_session(services, request)
+    if previous is not None:
+        await end_session(services, previous)
+    server = {"software": info.software, "version": info.software_version or info.version, "name": info.name}
+    _, value = cookies.issue(instance, token=approval.token, user=approval.user, method="miauth", server=server)
+    response = RedirectResponse(match.return_to, status_code=303)
+    set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
+    _keep_pending(response, services, rest)
+    log.info("signed in with %s", instance.host)
+    return response
+
+
+def _keep_pending(response: Response, services: Services, rest: list) -> None:  # type: ignore[type-arg]
+    cookies = services.cookies
+    if rest:
+        set_cookie(response, services, cookies.pending_name, cookies.write_pending(rest), PENDING_TTL)
+    else:
+        delete_cookie(response, services, cookies.pending_name)
+
+
+async def revoke(services: Services, session: Session) -> bool:
+    """Ask the instance to revoke the token; False when it refuses or fails (it often does)."""
+    try:
+        answer = await services.client.post(
+            session.instance.url("/api/i/revoke-token"), json={"i": session.token, "token": session.token}
+        )
+    except InstanceError:
+        return False
+    return answer.status_code in (200, 204)
+
+
+@router.post("/logout")
+async def logout(request: Request, services: ServicesDep) -> Response:
+    if not is_same_origin(request.headers, services.settings.public_origin):
+        raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
+    session = await current_session(services, request)
+    location = "/signed-out"
+    if session is not None:
+        await end_session(services, session)
+        revoked = await revoke(services, session)
+        location += f"?host={session.host}&revoked={int(revoked)}"
+        log.info("signed out of %s (token revoked: %s)", session.host, revoked)
+    response = RedirectResponse(location, status_code=303)
+    delete_cookie(response, services, services.cookies.session_name)
+    return response

@@ -1,0 +1,64 @@
+"""The shared resources one running tobira owns, built in the app's lifespan and closed with it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from app.config import Settings
+from app.discovery import Discovery
+from app.endpoints import EndpointPolicy
+from app.guard import GuardSettings, Resolver, build_guarded_client
+from app.session import SessionCookies
+from app.store import Store, open_store
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    client: httpx.AsyncClient
+    store: Store
+    discovery: Discovery
+    cookies: SessionCookies
+    endpoints: EndpointPolicy
+    clock: Callable[[], float]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.store.close()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    resolver: Resolver | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    """Everything the routes need; `resolver` and `clock` are for tests."""
+    client = build_guarded_client(
+        GuardSettings(
+            connect_timeout=settings.connect_timeout,
+            total_timeout=settings.request_timeout,
+            max_response_bytes=settings.max_response_bytes,
+            per_host_connections=settings.per_host_connections,
+            dev_origins=settings.dev_origins,
+        ),
+        resolver=resolver,
+    )
+    return Services(
+        settings=settings,
+        client=client,
+        store=open_store(settings.resolved_store_url, clock=clock),
+        discovery=Discovery(client, ttl=settings.discovery_cache_seconds),
+        cookies=SessionCookies(
+            settings.secret_values(),
+            secure=settings.is_production,
+            max_age=settings.session_max_age,
+            clock=clock,
+        ),
+        endpoints=EndpointPolicy(settings.proxy_endpoints),
+        clock=clock,
+    )

@@ -1,0 +1,49 @@
+"""A stand-in Misskey 2026.5.4 server for tobira's tests and `tobira demo`; production code never imports it.
+
+A real HTTP server (Starlette under uvicorn, on loopback) that behaves as `shared/PROTOCOL.md` §1-2 describes,
+so that code passing against it also works against a real server:
+
+- `GET /.well-known/nodeinfo` (an empty 403 while `federation` is off), `GET /nodeinfo/2.0`, `/nodeinfo/2.1`;
+- `POST /api/meta` with `features.miauth`; `POST /api/miauth/{session}/check`, one-shot;
+- every one of the 434 endpoints with the real credential / permission / `secure` checks and error shapes,
+  `i`, `notes/create`, `notes/timeline`, `drive/files/create` and `i/revoke-token` implemented (see `api`);
+- `GET /avatar/{user_id}` and the server icon (a tiny PNG), `GET /files/{file_id}` (uploaded files).
+
+The MiAuth consent pages, plain HTML forms that a browser or an HTTP client drives alike:
+
+    GET  /miauth/{session}?name=&icon=&callback=&permission=
+         step 1, choose an account: one submit button per account, `name="user" value="USERNAME"`, in a GET
+         form that reopens this page with the same four parameters plus `user`. The four parameters are
+         remembered for the session (`StandinState.consent_views`): Accept uses the last ones shown.
+    GET  /miauth/{session}?…&user=USERNAME
+         step 2, the consent: the app's name and icon, the permissions in words, the callback URL, and
+    POST /miauth/{session}/accept   form field `user=USERNAME`
+         stores the token for that account (unless the approval fails: name > 128, icon > 512, session > 128
+         characters, a permission twice), then `303` to the callback with `session=SESSION` in its query;
+         without a callback a page that says access was granted (or failed). A refused callback scheme
+         (javascript:, file:, data:, mailto:, tel:, vbscript:) is a 400 page and nothing is stored.
+         Without a consent page shown first for this session, a 400 page.
+    POST /miauth/{session}/deny     no fields
+         a page saying access was denied; no redirect, nothing stored.
+
+`StandinState` (`app.state.standin`, `RunningStandin.state`) holds the consent views, tokens, notes, files,
+per-session check counts and every API call received; `issue_token` and `revoke` let a test skip the consent
+flow or play the person revoking an app in Settings.
+"""
+
+from app.standin.config import StandinConfig, StandinUser
+from app.standin.runner import RunningStandin, run_standin_in_thread
+from app.standin.server import create_standin_app
+from app.standin.state import AccessToken, ConsentView, RecordedCall, StandinState
+
+__all__ = [
+    "AccessToken",
+    "ConsentView",
+    "RecordedCall",
+    "RunningStandin",
+    "StandinConfig",
+    "StandinState",
+    "StandinUser",
+    "create_standin_app",
+    "run_standin_in_thread",
+]

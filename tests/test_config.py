@@ -1,0 +1,78 @@
+"""Configuration: one pass, every problem listed; dev keys generated once; production requires keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_settings
+
+KEY = "k" * 32
+
+
+def test_defaults_generate_dev_keys_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = load_settings(data_dir=tmp_path / "d")
+    second = load_settings(data_dir=tmp_path / "d")
+    assert first.secret_values() == second.secret_values()
+    assert len(first.secret_values()[0]) >= 32
+    assert (tmp_path / "d" / "secret_keys").stat().st_mode & 0o777 == 0o600
+    assert first.permissions == ["read:account"]
+    assert first.auth_methods == ["miauth", "legacy"]
+    assert first.callback_url == "http://127.0.0.1:8000/callback"
+
+
+def test_every_problem_is_listed_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TOBIRA_PUBLIC_URL", "https://login.example.com")
+    monkeypatch.setenv("TOBIRA_PERMISSIONS", "read:account,write:everything")
+    monkeypatch.setenv("TOBIRA_AUTH_METHODS", "miauth,carrier-pigeon")
+    monkeypatch.setenv("TOBIRA_DEV_INSTANCES", "ftp://127.0.0.1:21")
+    monkeypatch.setenv("TOBIRA_PROXY_ENDPOINTS", "notes/*,../etc")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    text = str(caught.value)
+    assert "TOBIRA_SECRET_KEYS is required" in text
+    assert "'write:everything'" in text
+    assert "'carrier-pigeon'" in text
+    assert "TOBIRA_DEV_INSTANCES" in text
+    assert "TOBIRA_PROXY_ENDPOINTS" in text
+    assert len(caught.value.problems) == 5
+
+
+def test_short_keys_and_bad_numbers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TOBIRA_SECRET_KEYS", f"{KEY},short")
+    monkeypatch.setenv("TOBIRA_SESSION_MAX_AGE", "-5")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    assert any("TOBIRA_SESSION_MAX_AGE" in p for p in caught.value.problems)
+    # pydantic stops at field errors, so the key check needs a valid max age:
+    monkeypatch.setenv("TOBIRA_SESSION_MAX_AGE", "60")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    assert caught.value.problems == ["TOBIRA_SECRET_KEYS: key 2 is shorter than 32 characters"]
+    assert "short" not in str(caught.value).replace("shorter", "")
+
+
+def test_production_with_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TOBIRA_PUBLIC_URL", "https://Login.Example.com/")
+    monkeypatch.setenv("TOBIRA_SECRET_KEYS", f"{KEY}, {'n' * 40}")
+    monkeypatch.setenv("TOBIRA_PERMISSIONS", "")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.is_production
+    assert settings.public_origin == "https://login.example.com"
+    assert settings.secret_values() == [KEY, "n" * 40]
+    assert settings.permissions == []
+    assert KEY not in repr(settings)
+    assert not (tmp_path / "secret_keys").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://x.example", "https://x.example/path", "https://u@x.example", "x.example", "https://x.example/?q"]
+)
+def test_public_url_must_be_an_origin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    monkeypatch.setenv("TOBIRA_PUBLIC_URL", url)
+    monkeypatch.setenv("TOBIRA_SECRET_KEYS", KEY)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    assert any("TOBIRA_PUBLIC_URL" in p for p in caught.value.problems)

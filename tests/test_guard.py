@@ -1,0 +1,923 @@
+"""The outbound network guard: which addresses are public, and what the guarded client does on the wire.
+
+Every test server listens on loopback. A module-wide tripwire patches `socket.socket.connect` so that any
+attempt to reach a non-loopback address fails on this machine (ENETUNREACH) instead of leaving it; it also
+records every address the guard tried, which is how the tests see exactly what would have been connected to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import functools
+import gzip
+import ipaddress
+import socket
+import ssl
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.errors import (
+    AddressForbidden,
+    InstanceBadAnswer,
+    InstanceNotFound,
+    InstanceTimeout,
+    InstanceUnreachable,
+)
+from app.guard import (
+    TOO_LARGE,
+    USER_AGENT,
+    GuardSettings,
+    SystemResolver,
+    build_guarded_client,
+    is_public_address,
+)
+from app.hosts import DevOrigin
+
+PUBLIC_V4 = "1.1.1.1"
+PUBLIC_V6 = "2606:4700::1111"
+# A private address a rebinding attacker would point at, with a canary listening on it (port 443).
+CANARY_IP = "127.3.4.5"
+
+# ---------------------------------------------------------------------------------------------------------
+# is_public_address
+
+PUBLIC = [
+    ("1.1.1.1", "v4-cloudflare"),
+    ("8.8.8.8", "v4-google"),
+    ("100.63.255.255", "v4-just-below-cgnat"),
+    ("100.128.0.0", "v4-just-above-cgnat"),
+    ("172.15.255.255", "v4-just-below-172.16/12"),
+    ("172.32.0.0", "v4-just-above-172.16/12"),
+    ("198.17.255.255", "v4-just-below-benchmarking"),
+    ("223.255.255.255", "v4-last-unicast"),
+    ("2606:4700::1111", "v6-cloudflare"),
+    ("2001:4860:4860::8888", "v6-google"),
+    ("::ffff:1.1.1.1", "mapped-public"),
+    ("::ffff:0:1.1.1.1", "translated-public"),
+    ("64:ff9b::1.1.1.1", "nat64-public"),
+    ("2002:101:101::1", "6to4-public"),
+    ("2001:0:4136:e378:8000:63bf:fefe:fefe", "teredo-public-client-1.1.1.1"),
+]
+NOT_PUBLIC = [
+    ("0.0.0.0", "v4-unspecified"),
+    ("0.1.2.3", "v4-this-network-0/8"),
+    ("10.0.0.1", "v4-private-10/8"),
+    ("10.255.255.255", "v4-private-10/8-end"),
+    ("100.64.0.1", "v4-cgnat-100.64/10"),
+    ("100.127.255.255", "v4-cgnat-end"),
+    ("127.0.0.1", "v4-loopback"),
+    ("127.3.4.5", "v4-loopback-127/8"),
+    ("169.254.169.254", "v4-link-local-metadata"),
+    ("169.254.0.1", "v4-link-local"),
+    ("172.16.0.1", "v4-private-172.16/12"),
+    ("172.31.255.255", "v4-private-172.16/12-end"),
+    ("192.0.0.9", "v4-ietf-192.0.0/24"),
+    ("192.0.0.170", "v4-nat64-discovery"),
+    ("192.0.2.1", "v4-test-net-1"),
+    ("192.88.99.1", "v4-6to4-relay-anycast"),
+    ("192.168.1.1", "v4-private-192.168/16"),
+    ("198.18.0.1", "v4-benchmarking-198.18/15"),
+    ("198.19.255.255", "v4-benchmarking-end"),
+    ("198.51.100.7", "v4-test-net-2"),
+    ("203.0.113.9", "v4-test-net-3"),
+    ("224.0.0.1", "v4-multicast-local"),
+    ("224.0.1.1", "v4-multicast-global-scope"),
+    ("239.255.255.250", "v4-multicast-ssdp"),
+    ("240.0.0.1", "v4-reserved-240/4"),
+    ("255.255.255.255", "v4-broadcast"),
+    ("::", "v6-unspecified"),
+    ("::1", "v6-loopback"),
+    ("fc00::1", "v6-unique-local-fc00"),
+    ("fd12:3456::1", "v6-unique-local-fd"),
+    ("fe80::1", "v6-link-local"),
+    ("fec0::1", "v6-site-local"),
+    ("ff02::1", "v6-multicast-link"),
+    ("ff0e::1", "v6-multicast-global-scope"),
+    ("2001:db8::1", "v6-documentation"),
+    ("3fff::1", "v6-documentation-3fff"),
+    ("100::1", "v6-discard-100::/64"),
+    ("5f00::1", "v6-srv6-sid"),
+    ("4000::1", "v6-outside-2000::/3"),
+    ("2001:2::1", "v6-benchmarking"),
+    ("2001:20::1", "v6-orchid-v2"),
+    ("::ffff:127.0.0.1", "mapped-loopback"),
+    ("::ffff:10.0.0.1", "mapped-private"),
+    ("::ffff:169.254.169.254", "mapped-metadata"),
+    ("::ffff:0:127.0.0.1", "translated-loopback"),
+    ("::127.0.0.1", "compatible-loopback"),
+    ("::10.0.0.1", "compatible-private"),
+    ("::169.254.169.254", "compatible-metadata"),
+    ("64:ff9b::127.0.0.1", "nat64-loopback"),
+    ("64:ff9b::10.0.0.1", "nat64-private"),
+    ("64:ff9b::169.254.169.254", "nat64-metadata"),
+    ("64:ff9b:1::101:101", "nat64-local-use-always"),
+    ("64:ff9b:1::7f00:1", "nat64-local-use-loopback"),
+    ("2002:7f00:1::1", "6to4-loopback"),
+    ("2002:a00:1::1", "6to4-private"),
+    ("2002:a9fe:a9fe::1", "6to4-metadata"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "teredo-client-loopback"),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "teredo-client-private"),
+    ("2001:0:4136:e378:8000:63bf:5601:5601", "teredo-client-metadata"),
+    ("2001:0:a00:1:8000:63bf:fefe:fefe", "teredo-server-private"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [pytest.param(text, True, id=name) for text, name in PUBLIC]
+    + [pytest.param(text, False, id=name) for text, name in NOT_PUBLIC],
+)
+def test_is_public_address(text: str, expected: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(text)) is expected
+
+
+ipv4s = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
+
+
+@given(v4=ipv4s, low=st.integers(0, 2**80 - 1))
+def test_ipv6_forms_are_judged_by_the_ipv4_they_carry(v4: ipaddress.IPv4Address, low: int) -> None:
+    expected = is_public_address(v4)
+    n = int(v4)
+    forms = {
+        "mapped": 0xFFFF << 32 | n,
+        "translated": 0xFFFF << 48 | n,
+        "compatible": n,
+        "nat64": 0x0064FF9B << 96 | n,
+        "6to4": 0x2002 << 112 | n << 80 | low,
+    }
+    for form, value in forms.items():
+        assert is_public_address(ipaddress.IPv6Address(value)) is expected, form
+
+
+@given(client=ipv4s)
+def test_teredo_is_judged_by_its_client(client: ipaddress.IPv4Address) -> None:
+    server = int(ipaddress.IPv4Address("65.54.227.120"))
+    teredo = ipaddress.IPv6Address(
+        0x20010000 << 96 | server << 64 | 0x800063BF << 32 | (~int(client) & 0xFFFFFFFF)
+    )
+    assert is_public_address(teredo) is is_public_address(client)
+
+
+# Every IPv6 address outside 2000::/3: any top three bits but 001, then anything.
+outside_global_unicast = st.builds(
+    lambda top, rest: top << 125 | rest, st.sampled_from((0, 2, 3, 4, 5, 6, 7)), st.integers(0, 2**125 - 1)
+)
+
+
+@given(value=outside_global_unicast)
+def test_outside_global_unicast_only_a_carried_public_ipv4_is_public(value: int) -> None:
+    carries_ipv4 = value >> 32 in (
+        0,
+        0xFFFF,
+        0xFFFF0000,
+        0x0064FF9B << 64,
+    )  # compatible, mapped, translated, NAT64
+    expected = carries_ipv4 and is_public_address(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    assert is_public_address(ipaddress.IPv6Address(value)) is expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fixtures: the tripwire, the canary, fake resolvers, loopback servers
+
+
+@pytest.fixture(autouse=True)
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every (address, port) a socket tried to connect to; non-loopback ones fail without leaving."""
+    attempts: list[tuple[str, int]] = []
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append((address[0], address[1]))
+            if not ipaddress.ip_address(address[0]).is_loopback:
+                raise OSError(errno.ENETUNREACH, "test tripwire: nothing leaves this machine")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+@dataclasses.dataclass
+class Canary:
+    accepted: int = 0
+
+
+@pytest.fixture
+async def canary() -> AsyncIterator[Canary]:
+    """A listener on CANARY_IP:443 counting the connections that reach it."""
+    seen = Canary()
+
+    async def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.accepted += 1
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(on_connect, CANARY_IP, 443)
+    except PermissionError:
+        pytest.skip("the canary needs to listen on port 443 (run as root)")
+    async with server:
+        yield seen
+
+
+class FakeResolver:
+    """Answers from a script {host: [answer, ...]}; each call takes the next answer, the last repeats."""
+
+    def __init__(self, script: dict[str, list[list[str]]] | None = None) -> None:
+        self.script = script or {}
+        self.calls: list[tuple[str, int]] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.calls.append((host, port))
+        if host not in self.script:
+            raise InstanceNotFound()
+        answers = self.script[host]
+        return list(answers.pop(0) if len(answers) > 1 else answers[0])
+
+
+class BrokenResolver:
+    async def resolve(self, host: str, port: int) -> list[str]:
+        raise OSError(errno.EIO, "resolver exploded")
+
+
+@functools.cache
+def system_tls() -> ssl.SSLContext:
+    """The default context, loaded once: loading the system's CAs is the slowest part of building a client."""
+    return ssl.create_default_context()
+
+
+@contextlib.asynccontextmanager
+async def guarded(
+    resolver: Any = None, ssl_context: ssl.SSLContext | None = None, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings.setdefault("total_timeout", 3.0)
+    client = build_guarded_client(
+        GuardSettings(**settings), resolver or FakeResolver(), ssl_context or system_tls()
+    )
+    async with client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def web_server(
+    routes: list[web.RouteDef], ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """An aiohttp.web app on 127.0.0.1; yields its port."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+Respond = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(respond: Respond) -> AsyncIterator[int]:
+    """A bare TCP server on 127.0.0.1 that reads the request head and lets `respond` misbehave."""
+
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await respond(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers)
+
+
+def dev(port: int, scheme: str = "http", host: str = "127.0.0.1") -> dict[str, Any]:
+    return {"dev_origins": (DevOrigin(scheme, host, port),)}
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    seen = {
+        "method": request.method,
+        "path": request.path_qs,
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "body": body.decode(),
+    }
+    return web.json_response(seen, headers={"Set-Cookie": "tracker=1; Path=/"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Refused before any I/O
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://misskey.test/", id="plain-http"),
+        pytest.param("https://misskey.test:8443/", id="https-other-port"),
+        pytest.param("https://misskey.test:80/", id="https-port-80"),
+        pytest.param("ftp://misskey.test/", id="other-scheme"),
+        pytest.param("https://127.0.0.1/", id="ipv4-loopback-literal"),
+        pytest.param("https://10.0.0.1/", id="ipv4-private-literal"),
+        pytest.param("https://169.254.169.254/latest/meta-data/", id="metadata-literal"),
+        pytest.param("https://0.0.0.0/", id="unspecified-literal"),
+        pytest.param("https://[::1]/", id="ipv6-loopback-literal"),
+        pytest.param("https://[0:0:0:0:0:0:0:1]/", id="ipv6-loopback-long-form"),
+        pytest.param("https://[::ffff:127.0.0.1]/", id="mapped-loopback-literal"),
+        pytest.param("https://[::ffff:7f00:1]/", id="mapped-loopback-hex-literal"),
+        pytest.param("https://[64:ff9b::a9fe:a9fe]/", id="nat64-metadata-literal"),
+        pytest.param("https://[fe80::1%25eth0]/", id="link-local-with-zone"),
+        pytest.param("https://127.1/", id="short-ipv4"),
+        pytest.param("https://2130706433/", id="decimal-ipv4"),
+        pytest.param("https://127.0.0.1./", id="ipv4-trailing-dot"),
+    ],
+)
+async def test_forbidden_urls_are_refused_before_any_io(url: str, connects: list[tuple[str, int]]) -> None:
+    resolver = FakeResolver()
+    async with guarded(resolver) as client:
+        with pytest.raises(AddressForbidden):
+            await client.get(url)
+    assert resolver.calls == []
+    assert connects == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://127.0.0.1:{port}/", id="scheme-differs"),
+        pytest.param("http://127.0.0.1:{other}/", id="port-differs"),
+        pytest.param("http://localhost:{port}/", id="host-differs"),
+        pytest.param("http://127.0.0.2:{port}/", id="other-loopback-address"),
+    ],
+)
+async def test_only_the_exact_dev_origin_is_exempt(url: str, connects: list[tuple[str, int]]) -> None:
+    resolver = FakeResolver({"localhost": [["127.0.0.1"]]})
+    async with guarded(resolver, **dev(4000)) as client:
+        with pytest.raises(AddressForbidden):
+            await client.get(url.format(port=4000, other=4001))
+    assert connects == []
+
+
+@pytest.mark.anyio
+async def test_public_ip_literal_is_connected_to_directly(connects: list[tuple[str, int]]) -> None:
+    resolver = FakeResolver()
+    async with guarded(resolver) as client:
+        with pytest.raises(InstanceUnreachable):
+            await client.get(f"https://[{PUBLIC_V6}]/api/meta")
+    assert resolver.calls == []
+    assert connects == [(PUBLIC_V6, 443)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resolution: every address checked, only checked addresses connected to
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param([CANARY_IP], id="loopback"),
+        pytest.param(["10.0.0.1"], id="private"),
+        pytest.param(["169.254.169.254"], id="metadata"),
+        pytest.param([f"::ffff:{CANARY_IP}"], id="mapped-loopback"),
+        pytest.param(["64:ff9b::a00:1"], id="nat64-private"),
+        pytest.param(["fd00::2"], id="unique-local"),
+        pytest.param([PUBLIC_V4, CANARY_IP], id="public-then-loopback"),
+        pytest.param([PUBLIC_V6, "::1"], id="public-v6-then-loopback"),
+        pytest.param(["not an address"], id="garbage"),
+    ],
+)
+async def test_a_name_with_any_non_public_address_is_refused(
+    answer: list[str], canary: Canary, connects: list[tuple[str, int]]
+) -> None:
+    resolver = FakeResolver({"evil.test": [answer]})
+    async with guarded(resolver) as client:
+        with pytest.raises(AddressForbidden):
+            await client.get("https://evil.test/api/meta")
+    assert resolver.calls == [("evil.test", 443)]
+    assert connects == []
+    assert canary.accepted == 0
+
+
+@pytest.mark.anyio
+async def test_a_public_name_is_connected_to_at_exactly_its_checked_addresses(
+    connects: list[tuple[str, int]],
+) -> None:
+    resolver = FakeResolver({"misskey.test": [[PUBLIC_V4, PUBLIC_V6]]})
+    async with guarded(resolver) as client:
+        with pytest.raises(InstanceUnreachable):
+            await client.get("https://misskey.test/api/meta")
+    assert sorted(connects) == [(PUBLIC_V4, 443), (PUBLIC_V6, 443)]
+
+
+@pytest.mark.anyio
+async def test_rebinding_to_a_private_address_is_refused_at_connect_time(
+    canary: Canary, connects: list[tuple[str, int]]
+) -> None:
+    resolver = FakeResolver({"rebind.test": [[PUBLIC_V4], [CANARY_IP]]})
+    async with guarded(resolver, dns_cache_seconds=0) as client:
+        with pytest.raises(InstanceUnreachable):
+            await client.get("https://rebind.test/")
+        with pytest.raises(AddressForbidden):
+            await client.get("https://rebind.test/")
+    assert resolver.calls == [("rebind.test", 443), ("rebind.test", 443)]
+    assert connects == [(PUBLIC_V4, 443)]
+    assert canary.accepted == 0
+
+
+@pytest.mark.anyio
+async def test_the_dns_cache_only_holds_checked_answers(
+    canary: Canary, connects: list[tuple[str, int]]
+) -> None:
+    resolver = FakeResolver({"rebind.test": [[PUBLIC_V4], [CANARY_IP]]})
+    async with guarded(resolver) as client:
+        for _ in range(3):
+            with pytest.raises(InstanceUnreachable):
+                await client.get("https://rebind.test/")
+    assert resolver.calls == [("rebind.test", 443)]
+    assert connects == [(PUBLIC_V4, 443)] * 3
+    assert canary.accepted == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "resolver",
+    [
+        pytest.param(FakeResolver(), id="unknown-name"),
+        pytest.param(FakeResolver({"empty.test": [[]]}), id="no-addresses"),
+        pytest.param(BrokenResolver(), id="resolver-os-error"),
+    ],
+)
+async def test_a_name_that_does_not_resolve_is_not_found(
+    resolver: Any, connects: list[tuple[str, int]]
+) -> None:
+    async with guarded(resolver) as client:
+        with pytest.raises(InstanceNotFound):
+            await client.get("https://empty.test/")
+    assert connects == []
+
+
+# The system resolver is only asked about names it answers without a query: the configured name server
+# is not on this machine.
+@pytest.mark.anyio
+async def test_system_resolver_returns_address_strings() -> None:
+    assert await SystemResolver().resolve("127.0.0.1", 443) == ["127.0.0.1"]
+    assert await SystemResolver().resolve("::1", 443) == ["::1"]
+
+
+@pytest.mark.anyio
+async def test_system_resolver_reports_names_that_do_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_such_name(*args: Any, **kwargs: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(InstanceNotFound):
+        await SystemResolver().resolve("x" * 64 + ".test", 443)  # a label too long to encode
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_such_name)
+    with pytest.raises(InstanceNotFound):
+        await SystemResolver().resolve("no-such-name.test", 443)
+
+
+@pytest.mark.anyio
+async def test_a_dev_origin_name_may_resolve_to_loopback() -> None:
+    resolver = FakeResolver({"standin.test": [["127.0.0.1"]]})
+    async with web_server([web.get("/api/meta", echo)]) as port:
+        async with guarded(resolver, **dev(port, host="standin.test")) as client:
+            answer = await client.get(f"http://standin.test:{port}/api/meta")
+            with pytest.raises(AddressForbidden):
+                await client.get("https://standin.test/api/meta")  # same name, not the dev origin
+    assert answer.status_code == 200
+    assert answer.json()["headers"]["host"] == f"standin.test:{port}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Requests and answers through a loopback dev origin
+
+
+@pytest.mark.anyio
+async def test_request_headers_are_ours_and_the_answer_is_relayed() -> None:
+    async with web_server([web.get("/api/meta", echo)]) as port, guarded(**dev(port)) as client:
+        answer = await client.get(
+            f"http://127.0.0.1:{port}/api/meta?a=1&b=%2F",
+            headers={
+                "User-Agent": "Mozilla/5.0 (the visitor)",
+                "X-Extra": "kept",
+                "Proxy-Authorization": "x",
+            },
+        )
+    seen = answer.json()
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json; charset=utf-8"
+    assert answer.headers["content-length"] == str(len(answer.content))
+    assert seen["method"] == "GET"
+    assert seen["path"] == "/api/meta?a=1&b=%2F"
+    assert seen["headers"]["user-agent"] == USER_AGENT
+    assert seen["headers"]["x-extra"] == "kept"
+    assert seen["headers"]["accept-encoding"] == "gzip, deflate"
+    assert "proxy-authorization" not in seen["headers"]
+    assert "content-type" not in seen["headers"]
+
+
+@pytest.mark.anyio
+async def test_cookies_are_never_stored() -> None:
+    async with web_server([web.get("/", echo)]) as port, guarded(**dev(port)) as client:
+        first = await client.get(f"http://127.0.0.1:{port}/")
+        second = await client.get(f"http://127.0.0.1:{port}/")
+        assert len(client.cookies) == 0
+    assert first.headers["set-cookie"] == "tracker=1; Path=/"
+    assert "cookie" not in second.json()["headers"]
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kwargs", "body", "framing"),
+    [
+        pytest.param({"content": b'{"i":"tok"}'}, '{"i":"tok"}', ("11", None), id="bytes"),
+        pytest.param({"content": b""}, "", ("0", None), id="empty-bytes"),
+        pytest.param(
+            {"content": chunks(b"ab", b"cd", b"e")}, "abcde", (None, "chunked"), id="stream-chunked"
+        ),
+        pytest.param(
+            {"content": chunks(b"ab", b"cde"), "headers": {"Content-Length": "5"}},
+            "abcde",
+            ("5", None),
+            id="stream-with-length",
+        ),
+    ],
+)
+async def test_request_bodies_are_sent(
+    kwargs: dict[str, Any], body: str, framing: tuple[str | None, str | None]
+) -> None:
+    async with web_server([web.post("/api/notes/create", echo)]) as port, guarded(**dev(port)) as client:
+        answer = await client.post(f"http://127.0.0.1:{port}/api/notes/create", **kwargs)
+    seen = answer.json()
+    assert seen["body"] == body
+    assert (seen["headers"].get("content-length"), seen["headers"].get("transfer-encoding")) == framing
+
+
+@pytest.mark.anyio
+async def test_multipart_uploads_are_sent() -> None:
+    async def upload(request: web.Request) -> web.Response:
+        form = await request.post()
+        file = form["file"]
+        assert isinstance(file, web.FileField)
+        return web.json_response(
+            {"folder": form["folderId"], "name": file.filename, "data": file.file.read().decode()}
+        )
+
+    async with (
+        web_server([web.post("/api/drive/files/create", upload)]) as port,
+        guarded(**dev(port)) as client,
+    ):
+        answer = await client.post(
+            f"http://127.0.0.1:{port}/api/drive/files/create",
+            data={"folderId": "f1"},
+            files={"file": ("cat.txt", b"meow", "text/plain")},
+        )
+    assert answer.json() == {"folder": "f1", "name": "cat.txt", "data": "meow"}
+
+
+@pytest.mark.anyio
+async def test_redirects_are_returned_not_followed() -> None:
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+    async with web_server([web.get("/{tail:.*}", redirect)]) as port, guarded(**dev(port)) as client:
+        answer = await client.get(f"http://127.0.0.1:{port}/.well-known/nodeinfo")
+    assert answer.status_code == 302
+    assert answer.headers["location"] == "http://169.254.169.254/latest/meta-data/"
+    assert hits == ["/.well-known/nodeinfo"]
+
+
+@pytest.mark.anyio
+async def test_connections_are_kept_alive_and_closed_with_the_client() -> None:
+    peers: list[int] = []
+    closed = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            peers.append(writer.get_extra_info("peername")[1])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if len(peers) == 1:
+                await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # until the client closes the pooled connection
+        closed.set()
+
+    async with raw_server(respond) as port:
+        client = build_guarded_client(GuardSettings(**dev(port)), FakeResolver())
+        assert (await client.get(f"http://127.0.0.1:{port}/")).content == b"ok"
+        assert (await client.get(f"http://127.0.0.1:{port}/")).content == b"ok"
+        await client.aclose()
+        await asyncio.wait_for(closed.wait(), 1)
+    assert len(peers) == 2
+    assert peers[0] == peers[1]
+
+
+@pytest.mark.anyio
+async def test_requests_over_the_per_host_bound_wait_instead_of_failing() -> None:
+    active = 0
+    most = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        return web.Response(text="ok")
+
+    async with web_server([web.get("/", slow)]) as port:
+        async with guarded(per_host_connections=2, **dev(port)) as client:
+            answers = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(8)))
+    assert [a.text for a in answers] == ["ok"] * 8
+    assert most == 2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Size cap, counted after decompression
+
+LIMIT = 64 * 1024
+
+
+def bomb(compress: Callable[[bytes], bytes]) -> bytes:
+    return compress(bytes(16 * 1024 * 1024))  # 16 MiB of zeros, about 16 KiB on the wire
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("respond", "size"),
+    [
+        pytest.param(lambda: web.Response(body=b"x" * LIMIT), LIMIT, id="exactly-the-cap"),
+        pytest.param(
+            lambda: web.Response(body=gzip.compress(b"y" * 1000), headers={"Content-Encoding": "gzip"}),
+            1000,
+            id="gzip-decoded",
+        ),
+        pytest.param(
+            lambda: web.Response(body=zlib.compress(b"z" * 1000), headers={"Content-Encoding": "deflate"}),
+            1000,
+            id="deflate-decoded",
+        ),
+    ],
+)
+async def test_answers_within_the_cap_arrive_decoded(respond: Callable[[], web.Response], size: int) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return respond()
+
+    async with web_server([web.get("/", handler)]) as port:
+        async with guarded(max_response_bytes=LIMIT, **dev(port)) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/")
+    assert len(answer.content) == size
+    assert "content-encoding" not in answer.headers
+    assert answer.headers["content-length"] == str(size)
+
+
+async def stream_over_cap(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)  # chunked: no Content-Length to refuse up front
+    for _ in range(4):
+        await response.write(b"x" * (LIMIT // 2))
+    return response
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "handler",
+    [
+        pytest.param(lambda r: web.Response(body=b"x" * (LIMIT + 1)), id="content-length-over"),
+        pytest.param(stream_over_cap, id="chunked-over"),
+        pytest.param(
+            lambda r: web.Response(body=bomb(gzip.compress), headers={"Content-Encoding": "gzip"}),
+            id="gzip-bomb",
+        ),
+        pytest.param(
+            lambda r: web.Response(body=bomb(zlib.compress), headers={"Content-Encoding": "deflate"}),
+            id="deflate-bomb",
+        ),
+    ],
+)
+async def test_answers_over_the_cap_are_refused(handler: Callable[[web.Request], Any]) -> None:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        response = handler(request)
+        return await response if asyncio.iscoroutine(response) else response  # type: ignore[no-any-return]
+
+    async with web_server([web.get("/", wrapped)]) as port:
+        async with guarded(max_response_bytes=LIMIT, **dev(port)) as client:
+            with pytest.raises(InstanceBadAnswer) as caught:
+                await client.get(f"http://127.0.0.1:{port}/")
+    assert caught.value.message == TOO_LARGE
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Failures on the wire, each mapped to one InstanceError
+
+
+def sends(data: bytes, then_wait: float = 0.0) -> Respond:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+        await asyncio.sleep(then_wait)
+
+    return respond
+
+
+async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(1000):
+        writer.write(b"x")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("respond", "error"),
+    [
+        pytest.param(sends(b""), InstanceUnreachable, id="closed-before-answering"),
+        pytest.param(
+            sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"),
+            InstanceUnreachable,
+            id="closed-mid-body",
+        ),
+        pytest.param(
+            sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"),
+            InstanceUnreachable,
+            id="closed-mid-chunk",
+        ),
+        pytest.param(
+            sends(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"), InstanceUnreachable, id="closed-in-headers"
+        ),
+        pytest.param(sends(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), InstanceBadAnswer, id="not-http"),
+        pytest.param(sends(b"HTTP/1.1 2000 OK\r\n\r\n"), InstanceBadAnswer, id="bad-status-line"),
+        pytest.param(
+            sends(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+            InstanceBadAnswer,
+            id="two-content-lengths",
+        ),
+        pytest.param(
+            sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", then_wait=1),
+            InstanceBadAnswer,
+            id="bad-chunk-size",
+        ),
+        pytest.param(
+            sends(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",
+                then_wait=1,
+            ),
+            InstanceBadAnswer,
+            id="corrupt-gzip",
+        ),
+        pytest.param(
+            sends(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\nContent-Length: 2\r\n\r\nxx", then_wait=1
+            ),
+            InstanceBadAnswer,
+            id="stacked-encodings",
+        ),
+        pytest.param(sends(b"", then_wait=5), InstanceTimeout, id="never-answers"),
+        pytest.param(drip, InstanceTimeout, id="slow-drip-body"),
+    ],
+)
+async def test_wire_failures_become_instance_errors(respond: Respond, error: type[Exception]) -> None:
+    async with raw_server(respond) as port:
+        async with guarded(total_timeout=0.5, **dev(port)) as client:
+            started = time.monotonic()
+            with pytest.raises(error) as caught:
+                await client.get(f"http://127.0.0.1:{port}/api/i?i=secret-token", headers={"X-Token": "hdr"})
+            elapsed = time.monotonic() - started
+    assert elapsed < 1.5
+    assert type(caught.value) is error
+    assert "secret-token" not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None or caught.value.__suppress_context__
+
+
+@pytest.mark.anyio
+async def test_a_refused_port_is_unreachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once the socket is closed
+    async with guarded(**dev(port)) as client:
+        with pytest.raises(InstanceUnreachable) as caught:
+            await client.get(f"http://127.0.0.1:{port}/api/meta?i=secret-token")
+    assert "secret-token" not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_connecting_is_bounded_by_the_connect_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        # Fill the accept queue: the kernel then drops further SYNs and connecting hangs.
+        with contextlib.ExitStack() as fillers:
+            for _ in range(3):
+                filler = fillers.enter_context(socket.socket())
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect_ex(("127.0.0.1", port))
+            async with guarded(connect_timeout=0.2, total_timeout=3.0, **dev(port)) as client:
+                started = time.monotonic()
+                with pytest.raises(InstanceTimeout):
+                    await client.get(f"http://127.0.0.1:{port}/")
+                elapsed = time.monotonic() - started
+    assert 0.2 <= elapsed < 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS: the certificate is checked against the name even though the connection goes to a checked address
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_tls(ca: trustme.CA, name: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("certificate_for", "expected"),
+    [
+        pytest.param("standin.test", 200, id="matching-name"),
+        pytest.param("other.test", None, id="other-name"),
+    ],
+)
+async def test_tls_verifies_the_instance_name(
+    ca: trustme.CA, client_tls: ssl.SSLContext, certificate_for: str, expected: int | None
+) -> None:
+    resolver = FakeResolver({"standin.test": [["127.0.0.1"]]})
+    async with web_server([web.get("/api/meta", echo)], server_tls(ca, certificate_for)) as port:
+        async with guarded(resolver, client_tls, **dev(port, "https", "standin.test")) as client:
+            if expected is None:
+                with pytest.raises(InstanceUnreachable):
+                    await client.get(f"https://standin.test:{port}/api/meta")
+            else:
+                answer = await client.get(f"https://standin.test:{port}/api/meta")
+                assert answer.status_code == expected
+                assert answer.json()["headers"]["host"] == f"standin.test:{port}"
+
+
+@pytest.mark.anyio
+async def test_tls_refuses_an_unknown_authority(ca: trustme.CA) -> None:
+    resolver = FakeResolver({"standin.test": [["127.0.0.1"]]})
+    async with web_server([web.get("/", echo)], server_tls(ca, "standin.test")) as port:
+        async with guarded(
+            resolver, ssl.create_default_context(), **dev(port, "https", "standin.test")
+        ) as client:
+            with pytest.raises(InstanceUnreachable):
+                await client.get(f"https://standin.test:{port}/")
+
+
+def test_settings_defaults_follow_the_spec() -> None:
+    assert GuardSettings() == GuardSettings(
+        connect_timeout=5.0,
+        total_timeout=15.0,
+        max_response_bytes=4 * 1024 * 1024,
+        per_host_connections=16,
+        dev_origins=(),
+        dns_cache_seconds=10,
+    )
