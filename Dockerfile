@@ -4,6 +4,9 @@
 #   docker run -p 8000:8000 -v tobira-data:/data \
 #     -e TOBIRA_PUBLIC_URL=https://login.example.com -e TOBIRA_SECRET_KEYS=... tobira
 #
+# tobira runs as UID/GID 10001: a named volume on /data gets that owner by itself, a bind-mounted
+# directory must be made writable for it (chown 10001:10001).
+#
 # Layout: the image runs the source tree as it is in the repository, /app/app beside /app/templates
 # and /app/static, the same layout as a checkout, so the app finds its pages and assets one way
 # everywhere (relative to the directory that holds the `app` package). Only the third-party

@@ -1,4 +1,4 @@
-"""The `tobira` command: `tobira serve` runs tobira, `tobira demo` runs it beside a stand-in Misskey server."""
+"""The `tobira` command: `tobira serve` runs tobira; `tobira demo` runs it beside a stand-in Misskey."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.endpoints import validate_patterns
-from app.hosts import DevOrigin, canonical_host, parse_dev_origin
 from app.errors import InvalidInstance
+from app.hosts import DevOrigin, canonical_host, parse_dev_origin
 
 KNOWN_PERMISSIONS: frozenset[str] = frozenset(
     json.loads(resources.files("app").joinpath("data/permissions.json").read_text("utf-8"))

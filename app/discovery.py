@@ -20,7 +20,10 @@ import httpx
 from app.errors import InstanceBadAnswer, InstanceError, NotMisskey
 from app.hosts import Instance
 
-NODEINFO_SCHEMAS = ("http://nodeinfo.diaspora.software/ns/schema/2.1", "http://nodeinfo.diaspora.software/ns/schema/2.0")
+NODEINFO_SCHEMAS = (
+    "http://nodeinfo.diaspora.software/ns/schema/2.1",
+    "http://nodeinfo.diaspora.software/ns/schema/2.0",
+)
 NODEINFO_PATHS = ("/nodeinfo/2.1", "/nodeinfo/2.0")
 NODEINFO_DEADLINE = 4.0
 MAX_TEXT = 256

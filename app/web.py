@@ -46,9 +46,7 @@ def error_json(error: TobiraError) -> dict[str, Any]:
     return {"error": {"code": str(error.code), "message": error.message, "id": error.code.id}}
 
 
-def render_page(
-    request: Request, template: str, status_code: int = 200, **context: Any
-) -> HTMLResponse:
+def render_page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     services: Services = request.app.state.services
     base = {"request": request, "settings": services.settings}
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
@@ -112,9 +110,15 @@ class SecurityHeaders:
         self.app = app
         # Instances' icons and avatars are shown, and the sign-in form's 303 goes to an instance:
         # browsers apply form-action to that redirect too.
-        csp = (
-            f"default-src 'self'; img-src 'self' data: {instance_sources}; style-src 'self'; script-src 'self'; "
-            f"form-action 'self' {instance_sources}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+        csp = "; ".join(
+            [
+                "default-src 'self'",
+                f"img-src 'self' data: {instance_sources}",
+                f"form-action 'self' {instance_sources}",
+                "frame-ancestors 'none'",
+                "base-uri 'none'",
+                "object-src 'none'",
+            ]
         )
         self.headers = [
             (b"x-content-type-options", b"nosniff"),

@@ -37,7 +37,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def standin() -> Iterator[RunningStandin]:
     from app.standin import StandinConfig, run_standin_in_thread
 
@@ -81,10 +81,24 @@ def start_tobira(tmp_path: Path, **env: str) -> TobiraProcess:
     }
     log_path = tmp_path / f"tobira-{port}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "debug"],
-            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "debug",
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = TobiraProcess(url, log_path, process, full_env)
     deadline = time.monotonic() + 20
@@ -107,10 +121,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.sqlite3'}"
 
 
-@pytest.fixture
-def tobira(tmp_path: Path, standin: RunningStandin) -> Iterator[TobiraProcess]:
+@pytest.fixture(scope="module")
+def tobira(tmp_path_factory: pytest.TempPathFactory, standin: RunningStandin) -> Iterator[TobiraProcess]:
     server = start_tobira(
-        tmp_path,
+        tmp_path_factory.mktemp("tobira"),
         TOBIRA_DEV_INSTANCES=standin.url,
         TOBIRA_PERMISSIONS="read:account,write:notes,write:drive",
     )
@@ -132,7 +146,7 @@ class Browser:
 
     def start(self, instance: str | None = None, return_to: str | None = None) -> httpx.Response:
         """Submit the sign-in form; on success the answer is a 303 to the consent page."""
-        data = {"instance": instance or f"{STANDIN_HOST}:{self.standin.port}"}
+        data = {"instance": f"{STANDIN_HOST}:{self.standin.port}" if instance is None else instance}
         if return_to is not None:
             data["return_to"] = return_to
         answer = self.post_form("/login", data)
@@ -143,6 +157,7 @@ class Browser:
     def approve(self, consent_url: str, user: str = "alice") -> str:
         """Click Accept on the stand-in's consent page; returns the callback URL it redirects to."""
         session = urlsplit(consent_url).path.rsplit("/", 1)[-1]
+        assert self.client.get(consent_url).status_code == 200
         answer = self.client.post(f"{self.standin.url}/miauth/{session}/accept", data={"user": user})
         assert answer.status_code in (302, 303), answer.text
         return answer.headers["location"]
@@ -185,6 +200,22 @@ def new_browser(tobira: TobiraProcess, standin: RunningStandin) -> Iterator[Any]
     yield make
     for client in clients:
         client.close()
+
+
+def raw_request(
+    base_url: str, request_line: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, bytes]:
+    """Send a request exactly as written (no client normalises the path); returns (status, body)."""
+    parts = urlsplit(base_url)
+    head = [request_line, f"Host: {parts.netloc}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
 def session_param(url: str) -> str:

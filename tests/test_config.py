@@ -68,7 +68,8 @@ def test_production_with_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://x.example", "https://x.example/path", "https://u@x.example", "x.example", "https://x.example/?q"]
+    "url",
+    ["ftp://x.example", "https://x.example/path", "https://u@x.example", "x.example", "https://x.example/?q"],
 )
 def test_public_url_must_be_an_origin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
     monkeypatch.setenv("TOBIRA_PUBLIC_URL", url)

@@ -178,12 +178,8 @@ outside_global_unicast = st.builds(
 
 @given(value=outside_global_unicast)
 def test_outside_global_unicast_only_a_carried_public_ipv4_is_public(value: int) -> None:
-    carries_ipv4 = value >> 32 in (
-        0,
-        0xFFFF,
-        0xFFFF0000,
-        0x0064FF9B << 64,
-    )  # compatible, mapped, translated, NAT64
+    # IPv4-compatible, mapped, translated, NAT64
+    carries_ipv4 = value >> 32 in (0, 0xFFFF, 0xFFFF0000, 0x0064FF9B << 64)
     expected = carries_ipv4 and is_public_address(ipaddress.IPv4Address(value & 0xFFFFFFFF))
     assert is_public_address(ipaddress.IPv6Address(value)) is expected
 
@@ -196,16 +192,24 @@ def test_outside_global_unicast_only_a_carried_public_ipv4_is_public(value: int)
 def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every (address, port) a socket tried to connect to; non-loopback ones fail without leaving."""
     attempts: list[tuple[str, int]] = []
-    real_connect = socket.socket.connect
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
 
-    def connect(sock: socket.socket, address: Any) -> None:
+    def check(sock: socket.socket, address: Any) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             attempts.append((address[0], address[1]))
             if not ipaddress.ip_address(address[0]).is_loopback:
                 raise OSError(errno.ENETUNREACH, "test tripwire: nothing leaves this machine")
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        check(sock, address)
         real_connect(sock, address)
 
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     return attempts
 
 
@@ -544,10 +548,13 @@ async def test_request_headers_are_ours_and_the_answer_is_relayed() -> None:
 
 @pytest.mark.anyio
 async def test_cookies_are_never_stored() -> None:
-    async with web_server([web.get("/", echo)]) as port, guarded(**dev(port)) as client:
-        first = await client.get(f"http://127.0.0.1:{port}/")
-        second = await client.get(f"http://127.0.0.1:{port}/")
-        assert len(client.cookies) == 0
+    # By name: both cookie jars (httpx's and aiohttp's) ignore cookies from bare IP addresses anyway.
+    resolver = FakeResolver({"standin.test": [["127.0.0.1"]]})
+    async with web_server([web.get("/", echo)]) as port:
+        async with guarded(resolver, **dev(port, host="standin.test")) as client:
+            first = await client.get(f"http://standin.test:{port}/")
+            second = await client.get(f"http://standin.test:{port}/")
+            assert len(client.cookies) == 0
     assert first.headers["set-cookie"] == "tracker=1; Path=/"
     assert "cookie" not in second.json()["headers"]
 
@@ -582,6 +589,7 @@ async def test_request_bodies_are_sent(
     seen = answer.json()
     assert seen["body"] == body
     assert (seen["headers"].get("content-length"), seen["headers"].get("transfer-encoding")) == framing
+    assert "content-type" not in seen["headers"]  # none given, none invented
 
 
 @pytest.mark.anyio
@@ -822,6 +830,29 @@ async def test_wire_failures_become_instance_errors(respond: Respond, error: typ
     assert "secret-token" not in str(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None or caught.value.__suppress_context__
+
+
+@pytest.mark.anyio
+async def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
+    respond = sends(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n", then_wait=5)
+    async with raw_server(respond) as port, guarded(max_response_bytes=LIMIT, **dev(port)) as client:
+        started = time.monotonic()
+        with pytest.raises(InstanceBadAnswer) as caught:
+            await client.get(f"http://127.0.0.1:{port}/")
+    assert caught.value.message == TOO_LARGE
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.anyio
+async def test_a_declared_length_without_a_body_is_not_over_the_cap() -> None:
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * (LIMIT + 1))
+
+    async with web_server([web.get("/", big)]) as port:
+        async with guarded(max_response_bytes=LIMIT, **dev(port)) as client:
+            answer = await client.head(f"http://127.0.0.1:{port}/")
+    assert answer.status_code == 200
+    assert answer.content == b""
 
 
 @pytest.mark.anyio

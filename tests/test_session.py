@@ -7,7 +7,14 @@ from app.session import MAX_COOKIE_BYTES, MAX_PENDING, PENDING_TTL, SessionCooki
 
 KEYS = ["a" * 32]
 MISSKEY = Instance(host="misskey.io", origin="https://misskey.io", dev=False)
-USER = {"id": "9x", "username": "alice", "host": None, "name": "Alice", "avatarUrl": "https://m/a.png", "email": "x"}
+USER = {
+    "id": "9x",
+    "username": "alice",
+    "host": None,
+    "name": "Alice",
+    "avatarUrl": "https://m/a.png",
+    "email": "x",
+}
 
 
 class Clock:
@@ -28,7 +35,9 @@ def test_issue_and_read_round_trip_keeps_only_display_fields() -> None:
     session, value = cookies.issue(MISSKEY, token="T" * 32, user=USER, method="miauth")
     read = cookies.read(value)
     assert read == session
-    assert read is not None and read.user == {k: USER[k] for k in ("id", "username", "host", "name", "avatarUrl")}
+    assert read is not None and read.user == {
+        k: USER[k] for k in ("id", "username", "host", "name", "avatarUrl")
+    }
     assert "T" * 32 not in value
     assert read.public_json()["instance"] == "misskey.io"
     assert "token" not in str(read.public_json())

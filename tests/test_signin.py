@@ -125,8 +125,13 @@ def test_two_tabs_in_one_browser_both_finish(browser: Browser) -> None:
 
 @pytest.mark.parametrize(
     ("return_to", "expected"),
-    [("/dashboard?tab=1", "/dashboard?tab=1"), ("//evil.example", "/"), ("https://evil.example/", "/"),
-     ("/\\evil.example", "/"), ("/%2F%2Fevil.example", "/")],
+    [
+        ("/dashboard?tab=1", "/dashboard?tab=1"),
+        ("//evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/%2F%2Fevil.example", "/"),
+    ],
 )
 def test_return_to_only_same_origin_paths(browser: Browser, return_to: str, expected: str) -> None:
     assert browser.sign_in(return_to=return_to).headers["location"] == expected
@@ -134,7 +139,8 @@ def test_return_to_only_same_origin_paths(browser: Browser, return_to: str, expe
 
 def test_get_login_with_instance_starts_at_once(browser: Browser) -> None:
     answer = browser.client.get(
-        f"{browser.tobira}/login", params={"instance": f"{STANDIN_HOST}:{browser.standin.port}", "return_to": "/x"}
+        f"{browser.tobira}/login",
+        params={"instance": f"{STANDIN_HOST}:{browser.standin.port}", "return_to": "/x"},
     )
     assert answer.status_code == 303
     assert answer.headers["location"].startswith(browser.standin.url + "/miauth/")
@@ -210,7 +216,9 @@ def test_logout_revokes_where_the_server_allows_it(tmp_path: Path) -> None:
             server.stop()
 
 
-def test_logout_replay_refused_with_either_store(tmp_path: Path, standin: RunningStandin, store_url: str) -> None:
+def test_logout_replay_refused_with_either_store(
+    tmp_path: Path, standin: RunningStandin, store_url: str
+) -> None:
     server = start_tobira(tmp_path, TOBIRA_DEV_INSTANCES=standin.url, TOBIRA_STORE_URL=store_url)
     try:
         with httpx.Client(timeout=20) as client:
@@ -245,7 +253,9 @@ def test_a_server_that_is_not_misskey_gets_a_clear_page(tmp_path: Path, tobira: 
     # tobira itself is an HTTP server that is not Misskey: allow it as a dev instance of a second tobira.
     server = start_tobira(tmp_path, TOBIRA_DEV_INSTANCES=tobira.url)
     try:
-        answer = httpx.post(server.url + "/login", data={"instance": tobira.url}, headers={"Origin": server.url})
+        answer = httpx.post(
+            server.url + "/login", data={"instance": tobira.url}, headers={"Origin": server.url}
+        )
         assert answer.status_code == 502
         assert "NOT_MISSKEY" in answer.text
     finally:

@@ -121,7 +121,9 @@ async def login_submit(
     return_to: Annotated[str | None, Form(max_length=4096)] = None,
 ) -> Response:
     if not instance.strip():
-        error = BadRequest("Type the server you use, for example misskey.io.", code=ErrorCode.INVALID_INSTANCE)
+        error = BadRequest(
+            "Type the server you use, for example misskey.io.", code=ErrorCode.INVALID_INSTANCE
+        )
         return error_response(request, error, instance_text="", return_to=safe_return_to(return_to))
     return await start_sign_in(request, services, instance, return_to)
 
@@ -151,7 +153,9 @@ async def finish_sign_in(request: Request, services: Services, session_id: str |
     cookies = services.cookies
     pending = cookies.read_pending(request.cookies.get(cookies.pending_name))
     if not session_id or not miauth.is_session_id(session_id):
-        return error_response(request, BadRequest("The sign-in link is incomplete.", code=ErrorCode.INVALID_CALLBACK))
+        return error_response(
+            request, BadRequest("The sign-in link is incomplete.", code=ErrorCode.INVALID_CALLBACK)
+        )
     if not pending:
         return error_response(
             request,
@@ -194,7 +198,9 @@ async def finish_sign_in(request: Request, services: Services, session_id: str |
     if previous is not None:
         await end_session(services, previous)
     server = {"software": info.software, "version": info.software_version or info.version, "name": info.name}
-    _, value = cookies.issue(instance, token=approval.token, user=approval.user, method="miauth", server=server)
+    _, value = cookies.issue(
+        instance, token=approval.token, user=approval.user, method="miauth", server=server
+    )
     response = RedirectResponse(match.return_to, status_code=303)
     set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
     _keep_pending(response, services, rest)

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.errors import SignedOut
-from app.hosts import canonical_host
-from app.errors import InvalidInstance
+from app.errors import InvalidInstance, SignedOut
+from app.hosts import parse_instance
 from app.routes.auth import current_session
 from app.web import JSONResponse, ServicesDep, render_page
 
@@ -38,16 +37,17 @@ async def session_info(request: Request, services: ServicesDep) -> JSONResponse:
 @router.get("/signed-out")
 async def signed_out(
     request: Request,
+    services: ServicesDep,
     host: Annotated[str | None, Query(max_length=300)] = None,
     revoked: Annotated[int, Query(ge=0, le=1)] = 1,
 ) -> Response:
-    shown = None
+    instance = None
     if host:
         try:
-            shown = canonical_host(host.split(":", 1)[0])
+            instance = parse_instance(host, services.settings.dev_origins)
         except InvalidInstance:
-            shown = None
-    return render_page(request, "signed_out.html", host=shown, revoked=bool(revoked))
+            instance = None
+    return render_page(request, "signed_out.html", instance=instance, revoked=bool(revoked))
 
 
 @router.get("/button")

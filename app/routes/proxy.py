@@ -7,7 +7,7 @@ never forwarded. Only the status, a JSON body and `Retry-After` come back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ JSON_TYPE = "application/json"
 RELAYED_HEADERS = ("retry-after",)
 
 
-async def limited_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def limited_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     """The request body as it arrives, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -75,7 +75,11 @@ async def upload_parts(
     if media_type(request.headers.get("content-type")) != "multipart/form-data":
         raise UnsupportedMediaType("Upload files as multipart/form-data.")
     parser = MultiPartParser(
-        request.headers, limited_body(request, limit), max_files=1, max_fields=UPLOAD_MAX_FIELDS, max_part_size=limit
+        request.headers,
+        limited_body(request, limit),
+        max_files=1,
+        max_fields=UPLOAD_MAX_FIELDS,
+        max_part_size=limit,
     )
     try:
         form = await parser.parse()
@@ -93,11 +97,13 @@ async def upload_parts(
 
 
 @router.post("/api/{endpoint:path}")
-async def proxy(request: Request, endpoint: str) -> Response:
+async def proxy(request: Request) -> Response:
     services: Services = request.app.state.services
     settings = services.settings
     if not is_same_origin(request.headers, settings.public_origin):
         raise Forbidden("Requests to the proxy must come from this site.", code=ErrorCode.CROSS_SITE_REQUEST)
+    # The name as sent, not as decoded: "notes%2Fcreate" must not become "notes/create".
+    endpoint = request.scope.get("raw_path", b"").decode("latin-1").removeprefix("/api/")
     services.endpoints.check(endpoint)
     session = await current_session(services, request)
     if session is None:

@@ -27,8 +27,12 @@ The MiAuth consent pages, plain HTML forms that a browser or an HTTP client driv
          a page saying access was denied; no redirect, nothing stored.
 
 `StandinState` (`app.state.standin`, `RunningStandin.state`) holds the consent views, tokens, notes, files,
-per-session check counts and every API call received; `issue_token` and `revoke` let a test skip the consent
-flow or play the person revoking an app in Settings.
+per-session check counts (`check_count`) and every API call received (`calls`: endpoint, credential, headers,
+body keys). `issue_token` lets a test skip the consent flow, `revoke` plays the person revoking an app in
+Settings, `token_of` and `is_revoked` answer what tobira was given and what it revoked.
+
+`run_standin_in_thread(config, host, port)` serves it from a background thread (port 0: any free port);
+`python -m app.standin --port 3000` serves it in the foreground.
 """
 
 from app.standin.config import StandinConfig, StandinUser
