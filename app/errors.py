@@ -6,6 +6,7 @@
     ├── InstanceNotAllowed          403  the operator's allow/deny lists refuse this server
     ├── SignedOut                   401  no valid session cookie
     ├── Forbidden                   403  cross-site request, endpoint not allowed, session mismatch
+    ├── MethodNotAllowed            405  a method the route does not take
     ├── PayloadTooLarge             413  request body over its limit
     ├── UnsupportedMediaType        415  wrong Content-Type for the route
     ├── RateLimited                 429  carries retry_after seconds
@@ -130,6 +131,12 @@ class Forbidden(TobiraError):
     status = 403
     code = ErrorCode.CROSS_SITE_REQUEST
     default_message = "This request is not allowed."
+
+
+class MethodNotAllowed(TobiraError):
+    status = 405
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    default_message = "That method is not allowed here."
 
 
 class PayloadTooLarge(TobiraError):

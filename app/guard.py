@@ -27,18 +27,19 @@ import asyncio
 import http.cookiejar
 import ipaddress
 import logging
+import re
 import socket
 import ssl
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import SplitResult, urlsplit
 
-import aiohttp
 import httpx
-import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
+from app import http1
 from app.errors import (
     AddressForbidden,
     InstanceBadAnswer,
@@ -54,7 +55,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 USER_AGENT = "tobira/0.1"
 TOO_LARGE = "The server's answer is too large."
-_UNREADABLE_ENCODING = "The server's answer uses a compression tobira cannot read."
 
 _log = logging.getLogger(__name__)
 
@@ -161,35 +161,294 @@ class GuardSettings:
     dns_cache_seconds: int = 10
 
 
-def build_guarded_client(
-    settings: GuardSettings,
-    resolver: Resolver | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-) -> httpx.AsyncClient:
-    """The one client for talking to instances; close it with `await client.aclose()`.
+class Guard:
+    """The guarded way out: `request()` for tobira's own hot path, `build_guarded_client` for httpx callers.
 
-    `resolver` defaults to SystemResolver, `ssl_context` to the system's trusted CAs; tests pass their own.
+    Connections are kept alive per origin and checked out one request at a time; at most
+    `per_host_connections` requests run against one origin at once, the rest wait within their time bound.
     """
-    transport = _GuardedTransport(
-        settings, resolver or SystemResolver(), ssl_context or ssl.create_default_context()
-    )
+
+    def __init__(self, settings: GuardSettings, resolver: Resolver, ssl_context: ssl.SSLContext) -> None:
+        self._settings = settings
+        self._resolver = resolver
+        self._ssl_context = ssl_context
+        self._dev_origins = frozenset(
+            (scheme, _normal_host(host), port) for scheme, host, port in settings.dev_origins
+        )
+        self._dev_authorities = frozenset((host, port) for _, host, port in self._dev_origins)
+        self._dns_cache: OrderedDict[tuple[str, int], tuple[float, list[str]]] = OrderedDict()
+        self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._allowed_origins: dict[tuple[str, str], tuple[str, str, int]] = {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | AsyncIterable[bytes] = b"",
+        once: bool = False,
+    ) -> http1.Answer:
+        """Send one request and return the whole answer; raises the InstanceError subclasses.
+
+        `once` marks a request that must never be sent twice (MiAuth's `/check`); others are resent once
+        when a kept-alive connection turns out to have been closed by the server before it answered.
+        """
+        scheme, host, port, target = self._check_url(url)
+        if method not in _METHODS:
+            raise ValueError(f"method {method!r} is not used with instances")
+        head, length = self._head(method, host, port, target, headers, body)
+        key = (scheme, host, port)
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = _Origin(self._settings.per_host_connections)
+        origin.users += 1
+        try:
+            async with asyncio.timeout(self._settings.total_timeout), origin.gate:
+                for attempt in range(2):
+                    connection, reused = origin.checkout(), True
+                    if connection is None:
+                        connection, reused = await self._connect(scheme, host, port), False
+                    try:
+                        answer = await connection.exchange(head, body, length, head_only=method == "HEAD")
+                    except http1.Closed as closed:
+                        if once or not reused or closed.answered or attempt or not isinstance(body, bytes):
+                            raise
+                        continue
+                    if connection.reusable:
+                        origin.checkin(connection)
+                    else:
+                        connection.close(graceful=True)
+                    return answer
+        except TobiraError:
+            raise
+        except (http1.WireError, OSError, TimeoutError) as exc:
+            raise _translate(exc, host) from None
+        finally:
+            origin.users -= 1
+            if not origin.users and not origin.idle:
+                del self._origins[key]
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        for origin in self._origins.values():
+            origin.close()
+        self._origins.clear()
+
+    def _check_url(self, url: str) -> tuple[str, str, int, str]:
+        """(scheme, host, port, request target); AddressForbidden unless https on 443 or a dev origin."""
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not _TARGET.fullmatch(target):
+            raise AddressForbidden()
+        # The origin's verdict is remembered: it is the same for every request to that instance.
+        key = (parts.scheme, parts.netloc)
+        allowed = self._allowed_origins.get(key)
+        if allowed is None:
+            allowed = self._check_origin(parts)
+            if len(self._allowed_origins) >= _ORIGIN_CACHE_ENTRIES:
+                self._allowed_origins.clear()
+            self._allowed_origins[key] = allowed
+        return (*allowed, target)
+
+    def _check_origin(self, parts: SplitResult) -> tuple[str, str, int]:
+        scheme = parts.scheme
+        try:
+            host, port = parts.hostname or "", parts.port or {"https": 443, "http": 80}.get(scheme, 0)
+        except ValueError:
+            raise AddressForbidden() from None
+        if parts.username is not None or parts.password is not None:
+            raise AddressForbidden()
+        ip = _ip_literal(host)
+        host = str(ip) if ip is not None else host
+        if (scheme, host, port) in self._dev_origins:
+            return scheme, host, port
+        if scheme != "https" or port != 443:
+            raise AddressForbidden()
+        if not _HOST.fullmatch(host) if ip is None else not is_public_address(ip):
+            raise AddressForbidden()
+        return scheme, host, port
+
+    @staticmethod
+    def _head(
+        method: str,
+        host: str,
+        port: int,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes],
+    ) -> tuple[bytes, int | None]:
+        """The serialised request head, and the body's length (None: sent chunked)."""
+        authority = f"[{host}]" if ":" in host else host
+        if port not in (80, 443):
+            authority += f":{port}"
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}", f"User-Agent: {USER_AGENT}"]
+        lines.append("Accept-Encoding: gzip, deflate")
+        length: int | None = len(body) if isinstance(body, bytes) else None
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == "content-length" and length is None and value.isdigit():
+                length = int(value)  # a streamed body of known length is sent as it is
+            if lowered in _REQUEST_HEADERS_DROPPED:
+                continue
+            if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+                raise ValueError("header not allowed in a request to an instance")
+            lines.append(f"{name}: {value}")
+        lines.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length
+
+    async def _connect(self, scheme: str, host: str, port: int) -> http1.Connection:
+        """A new connection to one of the checked addresses of `host`, tried in the resolver's order."""
+        settings = self._settings
+        addresses = [host] if _ip_literal(host) is not None else await self._checked_addresses(host, port)
+        loop = asyncio.get_running_loop()
+        tls = self._ssl_context if scheme == "https" else None
+        error: BaseException = http1.Closed(answered=False)
+        for address in addresses:
+            try:
+                async with asyncio.timeout(settings.connect_timeout):
+                    _, connection = await loop.create_connection(
+                        lambda: http1.Connection(settings.max_response_bytes),
+                        address,
+                        port,
+                        ssl=tls,
+                        server_hostname=host if tls else None,
+                    )
+                return connection
+            except (OSError, TimeoutError) as exc:
+                error = exc
+        raise error
+
+    async def _checked_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses `host` resolves to, each allowed, from a short cache of checked answers only."""
+        key = (host, port)
+        now = time.monotonic()
+        cached = self._dns_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            texts = await self._resolver.resolve(host, port)
+        except OSError:
+            raise InstanceNotFound() from None
+        if not texts:
+            raise InstanceNotFound()
+        any_address = key in self._dev_authorities
+        addresses = []
+        for text in texts:
+            ip = _ip_literal(text)
+            if ip is None or (not any_address and not is_public_address(ip)):
+                raise AddressForbidden()
+            addresses.append(str(ip))
+        if self._settings.dns_cache_seconds > 0:
+            self._dns_cache[key] = (now + self._settings.dns_cache_seconds, addresses)
+            self._dns_cache.move_to_end(key)
+            while len(self._dns_cache) > _DNS_CACHE_ENTRIES:
+                self._dns_cache.popitem(last=False)
+        return addresses
+
+
+class _Origin:
+    """Kept-alive connections to one origin and the gate bounding concurrent requests to it."""
+
+    __slots__ = ("gate", "idle", "users")
+
+    def __init__(self, limit: int) -> None:
+        self.gate = asyncio.Semaphore(limit)
+        self.idle: list[http1.Connection] = []
+        self.users = 0
+
+    def checkout(self) -> http1.Connection | None:
+        now = time.monotonic()
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed and now - connection.idle_since < _IDLE_SECONDS:
+                return connection
+            connection.close(graceful=True)
+        return None
+
+    def checkin(self, connection: http1.Connection) -> None:
+        connection.idle_since = time.monotonic()
+        self.idle.append(connection)
+
+    def close(self) -> None:
+        for connection in self.idle:
+            connection.close(graceful=True)
+        self.idle.clear()
+
+
+class _GuardTransport(httpx.AsyncBaseTransport):
+    """httpx's interface over the Guard, for code that prefers it (discovery, MiAuth)."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        stream = request.stream
+        body: bytes | AsyncIterable[bytes]
+        if isinstance(stream, httpx.ByteStream):
+            body = request.content
+        else:
+            assert isinstance(stream, AsyncIterable)
+            body = stream
+        answer = await self._guard.request(
+            request.method,
+            str(request.url),
+            headers=request.headers.items(),
+            body=body,
+            once=bool(request.extensions.get("once")),
+        )
+        return httpx.Response(
+            answer.status,
+            headers=[(k, v) for k, v in answer.headers if k not in _RESPONSE_HEADERS_DROPPED],
+            content=answer.body,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._guard.aclose()
+
+
+def guarded_client(guard: Guard) -> httpx.AsyncClient:
+    """An httpx client over `guard`; closing the client closes the guard's connections."""
     return httpx.AsyncClient(
-        transport=transport,
+        transport=_GuardTransport(guard),
         headers={"User-Agent": USER_AGENT},
-        # httpx keeps a cookie jar of its own besides aiohttp's; one instance's cookies must never reach
-        # a request made for another person, so this one refuses every cookie.
+        # One instance's cookies must never reach a request made for another person.
         cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         follow_redirects=False,
         trust_env=False,
     )
 
 
-# Request headers the transport owns: hop-by-hop ones, the ones aiohttp derives from the URL and body, and
-# those it sets by policy (User-Agent, and Accept-Encoding, which must list only what aiohttp can decode).
+def build_guarded_client(
+    settings: GuardSettings,
+    resolver: Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> httpx.AsyncClient:
+    """A Guard and its httpx client in one step; `resolver` and `ssl_context` default to the system's."""
+    return guarded_client(build_guard(settings, resolver, ssl_context))
+
+
+def build_guard(
+    settings: GuardSettings,
+    resolver: Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Guard:
+    return Guard(settings, resolver or SystemResolver(), ssl_context or ssl.create_default_context())
+
+
+_METHODS = frozenset(("GET", "POST", "HEAD"))
+_DNS_CACHE_ENTRIES = 4096
+_ORIGIN_CACHE_ENTRIES = 4096
+# Under the 5 s keep-alive timeout of Node's HTTP server (Misskey's), so a kept connection is rarely stale.
+_IDLE_SECONDS = 4.0
+# Request headers the guard owns: hop-by-hop ones, Host, User-Agent and Accept-Encoding (it decodes only
+# what it asks for), and the framing it derives from the body.
 _REQUEST_HEADERS_DROPPED = frozenset(
     (
         "accept-encoding",
         "connection",
+        "content-length",
         "expect",
         "host",
         "keep-alive",
@@ -204,163 +463,20 @@ _REQUEST_HEADERS_DROPPED = frozenset(
 )
 # The body handed to httpx is decoded and whole, so these would describe it wrongly.
 _RESPONSE_HEADERS_DROPPED = frozenset((b"content-encoding", b"content-length", b"transfer-encoding"))
-_DECODED_ENCODINGS = frozenset(("gzip", "deflate", "br", "zstd", "identity"))
+_TARGET = re.compile(r"/[\x21-\x7e]*")
+_HOST = re.compile(r"[a-z0-9.-]{1,253}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\x20-\x7e\t]*")
 
 
-class _GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over one aiohttp session that applies the guard's rules to every request."""
-
-    def __init__(self, settings: GuardSettings, resolver: Resolver, ssl_context: ssl.SSLContext) -> None:
-        self._settings = settings
-        self._ssl_context = ssl_context
-        self._dev_origins = frozenset(
-            (scheme, _normal_host(host), port) for scheme, host, port in settings.dev_origins
-        )
-        self._resolver = _CheckingResolver(resolver, {(host, port) for _, host, port in self._dev_origins})
-        self._max_bytes = settings.max_response_bytes
-        # aiohttp sessions belong to a running event loop, so the session is made on the first request.
-        self._session: aiohttp.ClientSession | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = yarl.URL(str(request.url), encoded=True)
-        self._check_url(url)
-        session = self._session or self._open_session()
-        stream = request.stream
-        data = (request.content or None) if isinstance(stream, httpx.ByteStream) else stream
-        headers = [
-            (name, value)
-            for name, value in request.headers.multi_items()
-            if name not in _REQUEST_HEADERS_DROPPED
-        ]
+def _ip_literal(text: str) -> Address | None:
+    """The address if `text` is an IP literal; AddressForbidden for odd numeric spellings ("127.1")."""
+    if ":" in text or text.replace(".", "").isdigit():
         try:
-            async with session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False
-            ) as answer:
-                body = await self._read_body(answer)
-                status, raw_headers = answer.status, answer.raw_headers
-        except TobiraError:
-            raise
-        except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
-            # Chaining would hand callers aiohttp's exception, whose text can include the full URL.
-            raise _translate(exc, url.raw_host) from None
-        return httpx.Response(
-            status,
-            headers=[
-                (name, value) for name, value in raw_headers if name.lower() not in _RESPONSE_HEADERS_DROPPED
-            ],
-            content=body,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _check_url(self, url: yarl.URL) -> None:
-        """AddressForbidden unless `url` is https on 443 or a dev origin, and an IP literal host is public."""
-        scheme, host, port = url.scheme, url.raw_host or "", url.port
-        ip: Address | None = None
-        # aiohttp connects to anything it takes for an IP literal without asking the resolver, so those
-        # are checked here, recognised by aiohttp's own rule.
-        if ":" in host or host.replace(".", "").isdigit():
-            try:
-                ip = ipaddress.ip_address(host)
-            except ValueError:
-                # "127.1", "2130706433" and the like: spellings aiohttp refuses and tobira never uses.
-                raise AddressForbidden() from None
-            host = str(ip)
-        if (scheme, host, port) in self._dev_origins:
-            return
-        if scheme != "https" or port != 443:
-            raise AddressForbidden()
-        if ip is not None and not is_public_address(ip):
-            raise AddressForbidden()
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        settings = self._settings
-        connector = aiohttp.TCPConnector(
-            resolver=self._resolver,
-            use_dns_cache=settings.dns_cache_seconds > 0,
-            ttl_dns_cache=settings.dns_cache_seconds,
-            # No global cap: one slow instance must not hold connections every other instance needs.
-            limit=0,
-            limit_per_host=settings.per_host_connections,
-            ssl=self._ssl_context,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": USER_AGENT},
-            # aiohttp would label a body without Content-Type as application/octet-stream.
-            skip_auto_headers=("Content-Type",),
-            # sock_connect bounds each connection attempt, TLS handshake included; waiting for a free
-            # connection to the host is bounded only by the total, so a busy host queues requests.
-            timeout=aiohttp.ClientTimeout(
-                total=settings.total_timeout, sock_connect=settings.connect_timeout
-            ),
-            trust_env=False,
-        )
-        return self._session
-
-    async def _read_body(self, answer: aiohttp.ClientResponse) -> bytes:
-        """The whole decoded body; InstanceBadAnswer when over the size cap or in an unreadable encoding."""
-        encodings = answer.headers.getall("Content-Encoding", ())
-        if len(encodings) > 1 or (encodings and encodings[0].strip().lower() not in _DECODED_ENCODINGS):
-            # aiohttp decodes one known encoding; anything else would reach httpx, which decodes unbounded.
-            raise InstanceBadAnswer(_UNREADABLE_ENCODING)
-        limit = self._max_bytes
-        # A HEAD, 204 or 304 answer may declare a length without carrying a body; aiohttp marks it ended.
-        if (answer.content_length or 0) > limit and not answer.content.at_eof():
-            raise InstanceBadAnswer(TOO_LARGE)
-        chunks: list[bytes] = []
-        size = 0
-        # aiohttp decompresses in bounded steps as we read, so a compression bomb stops here.
-        while chunk := await answer.content.readany():
-            size += len(chunk)
-            if size > limit:
-                raise InstanceBadAnswer(TOO_LARGE)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-class _CheckingResolver(AbstractResolver):
-    """aiohttp's resolver: asks tobira's Resolver and lets through only addresses that may be connected to."""
-
-    def __init__(self, resolver: Resolver, dev_authorities: Iterable[tuple[str, int]]) -> None:
-        self._resolver = resolver
-        self._dev_authorities = frozenset(dev_authorities)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Checked addresses of `host`; InstanceNotFound if there are none, AddressForbidden if any is not
-        public (unless (host, port) is a dev origin)."""
-        texts = await self._resolver.resolve(host, port)
-        if not texts:
-            raise InstanceNotFound()
-        any_address = (host, port) in self._dev_authorities
-        results: list[ResolveResult] = []
-        for text in texts:
-            try:
-                ip = ipaddress.ip_address(text)
-            except ValueError:
-                raise AddressForbidden() from None
-            if not any_address and not is_public_address(ip):
-                raise AddressForbidden()
-            results.append(
-                {
-                    "hostname": host,
-                    "host": str(ip),
-                    "port": port,
-                    "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-                }
-            )
-        return results
-
-    async def close(self) -> None:
-        """Nothing to release: the wrapped Resolver owns no resources here."""
+            return ipaddress.ip_address(text)
+        except ValueError:
+            raise AddressForbidden() from None
+    return None
 
 
 def _normal_host(host: str) -> str:
@@ -371,19 +487,13 @@ def _normal_host(host: str) -> str:
         return host
 
 
-def _translate(exc: BaseException, host: str | None) -> InstanceError:
-    """The InstanceError for an aiohttp or socket failure; its message never contains the URL."""
+def _translate(exc: BaseException, host: str) -> InstanceError:
+    """The InstanceError for a wire or socket failure; its message never contains the URL."""
     _log.debug("request to %s failed: %s", host, type(exc).__name__)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return InstanceNotFound()
-    if isinstance(exc, aiohttp.InvalidURL):
-        return AddressForbidden()
-    if isinstance(exc, TimeoutError):  # aiohttp's own timeout errors derive from it too
+    if isinstance(exc, TimeoutError):
         return InstanceTimeout()
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        if isinstance(exc.__cause__, ContentEncodingError):
-            return InstanceBadAnswer()
-        return InstanceUnreachable()  # the connection ended before the body did
-    if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError):
+    if isinstance(exc, http1.TooLarge):
+        return InstanceBadAnswer(TOO_LARGE)
+    if isinstance(exc, http1.Malformed):
         return InstanceBadAnswer()
     return InstanceUnreachable()

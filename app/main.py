@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings, load_settings
 from app.guard import Resolver
-from app.routes import auth, pages, proxy
+from app.routes import auth, pages
+from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders
 
@@ -34,7 +36,7 @@ def create_app(
         finally:
             await services.aclose()
 
-    app = FastAPI(
+    app = Tobira(
         title="tobira",
         version="0.1.0",
         lifespan=lifespan,
@@ -43,9 +45,24 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     )
     app.state.settings = settings
-    for router in (pages.router, auth.router, proxy.router):
+    for router in (pages.router, auth.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     instance_sources = " ".join(["https:", *settings.dev_instances])
     app.add_middleware(SecurityHeaders, instance_sources=instance_sources, hsts=settings.is_production)
+    app.proxy = SecurityHeaders(
+        ProxyApp(lambda: app.state.services), instance_sources=instance_sources, hsts=settings.is_production
+    )
     return app
+
+
+class Tobira(FastAPI):
+    """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path."""
+
+    proxy: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)

@@ -11,7 +11,7 @@ import httpx
 from app.config import Settings
 from app.discovery import Discovery
 from app.endpoints import EndpointPolicy
-from app.guard import GuardSettings, Resolver, build_guarded_client
+from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
 from app.session import SessionCookies
 from app.store import Store, open_store
 
@@ -19,6 +19,7 @@ from app.store import Store, open_store
 @dataclass(slots=True)
 class Services:
     settings: Settings
+    guard: Guard
     client: httpx.AsyncClient
     store: Store
     discovery: Discovery
@@ -38,7 +39,7 @@ def build_services(
     clock: Callable[[], float] = time.time,
 ) -> Services:
     """Everything the routes need; `resolver` and `clock` are for tests."""
-    client = build_guarded_client(
+    guard = build_guard(
         GuardSettings(
             connect_timeout=settings.connect_timeout,
             total_timeout=settings.request_timeout,
@@ -48,8 +49,10 @@ def build_services(
         ),
         resolver=resolver,
     )
+    client = guarded_client(guard)
     return Services(
         settings=settings,
+        guard=guard,
         client=client,
         store=open_store(settings.resolved_store_url, clock=clock),
         discovery=Discovery(client, ttl=settings.discovery_cache_seconds),

@@ -22,6 +22,7 @@ PENDING_TTL = 600
 MAX_PENDING = 5
 USER_FIELDS = ("id", "username", "host", "name", "avatarUrl")
 MAX_FIELD = 512
+OPENED_CACHE_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,8 @@ class SessionCookies:
         self.session_name = "__Host-tobira" if secure else "tobira"
         self.pending_name = "__Host-tobira-signin" if secure else "tobira-signin"
         self._sessions = CookieCodec(secret_keys, "session")
+        # Opening a cookie is the proxy's costliest step of its own; the same value always opens the same.
+        self._opened: dict[str, Session] = {}
         self._pending = CookieCodec(secret_keys, "signin")
 
     def issue(
@@ -138,7 +141,20 @@ class SessionCookies:
 
     def read(self, value: str | None) -> Session | None:
         """The session in a cookie value, or None when absent, forged, malformed or expired."""
-        data = self._sessions.decode(value) if value else None
+        if not value:
+            return None
+        session = self._opened.get(value)
+        if session is None:
+            session = self._open(value)
+            if session is None:
+                return None
+            if len(self._opened) >= OPENED_CACHE_ENTRIES:
+                self._opened.clear()
+            self._opened[value] = session
+        return session if self.clock() < session.expires_at else None
+
+    def _open(self, value: str) -> Session | None:
+        data = self._sessions.decode(value)
         if data is None:
             return None
         try:
@@ -156,7 +172,7 @@ class SessionCookies:
             )
         except (KeyError, TypeError, ValueError):
             return None
-        return session if self.clock() < session.expires_at else None
+        return session
 
     def start_pending(self, value: str | None, sign_in: PendingSignIn) -> str:
         """Add a sign-in to this browser's list (keeping the newest few) and return the new cookie value."""

@@ -26,7 +26,7 @@ log = logging.getLogger("tobira")
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -46,6 +46,11 @@ def error_json(error: TobiraError) -> dict[str, Any]:
     return {"error": {"code": str(error.code), "message": error.message, "id": error.code.id}}
 
 
+def error_json_response(error: TobiraError) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    return JSONResponse(error_json(error), status_code=error.status, headers=headers)
+
+
 def render_page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     services: Services = request.app.state.services
     base = {"request": request, "settings": services.settings}
@@ -54,9 +59,9 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
 
 def error_response(request: Request, error: TobiraError, **context: Any) -> Response:
     """JSON for API routes, an HTML page for everything a browser navigates to."""
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
     if request.url.path.startswith(JSON_PREFIXES):
-        return JSONResponse(error_json(error), status_code=error.status, headers=headers)
+        return error_json_response(error)
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
     response = render_page(request, "error.html", error.status, error=error, **context)
     if headers:
         response.headers.update(headers)

@@ -7,14 +7,17 @@ never forwarded. Only the status, a JSON body and `Retry-After` come back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import logging
+import re
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.csrf import is_same_origin
 from app.errors import (
@@ -22,25 +25,35 @@ from app.errors import (
     ErrorCode,
     Forbidden,
     InstanceBadAnswer,
+    MethodNotAllowed,
     PayloadTooLarge,
     SignedOut,
+    TobiraError,
     UnsupportedMediaType,
 )
 from app.routes.auth import current_session
 from app.services import Services
+from app.web import error_json_response
 
-router = APIRouter()
+log = logging.getLogger("tobira")
+
 UPLOAD_ENDPOINT = "drive/files/create"
 UPLOAD_MAX_FIELDS = 16
 JSON_TYPE = "application/json"
-RELAYED_HEADERS = ("retry-after",)
+JSON_HEADERS = (("Content-Type", JSON_TYPE),)
+JSON_START = re.compile(rb'\s*[\[{"0-9tfn-]')
+RETRY_AFTER = re.compile(r"[\x20-\x7e]{1,64}")  # seconds or an HTTP date
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise PayloadTooLarge()
 
 
 async def limited_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     """The request body as it arrives, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise PayloadTooLarge()
+    check_declared_length(request, limit)
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
@@ -57,7 +70,11 @@ async def json_body(request: Request, token: str, limit: int) -> bytes:
     """The client's JSON object with `i` replaced by the session's token."""
     if media_type(request.headers.get("content-type")) != JSON_TYPE:
         raise UnsupportedMediaType("Send the body as application/json.")
-    raw = b"".join([chunk async for chunk in limited_body(request, limit)])
+    if "content-length" in request.headers:
+        check_declared_length(request, limit)
+        raw = await request.body()  # no more than the declared length, which was just checked
+    else:
+        raw = b"".join([chunk async for chunk in limited_body(request, limit)])
     try:
         body = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
@@ -96,9 +113,8 @@ async def upload_parts(
     return fields, files
 
 
-@router.post("/api/{endpoint:path}")
-async def proxy(request: Request) -> Response:
-    services: Services = request.app.state.services
+async def proxy(request: Request, services: Services) -> Response:
+    """Forward one API call for the signed-in person; raises TobiraError for everything refused."""
     settings = services.settings
     if not is_same_origin(request.headers, settings.public_origin):
         raise Forbidden("Requests to the proxy must come from this site.", code=ErrorCode.CROSS_SITE_REQUEST)
@@ -111,19 +127,55 @@ async def proxy(request: Request) -> Response:
     url = session.instance.url(f"/api/{endpoint}")
     if endpoint == UPLOAD_ENDPOINT:
         fields, files = await upload_parts(request, session.token, settings.max_upload_bytes)
-        answer = await services.client.post(url, data=fields, files=files)
+        upload = await services.client.post(url, data=fields, files=files)
+        status, content_type, content = upload.status_code, upload.headers.get("content-type"), upload.content
+        retry_after = upload.headers.get("retry-after")
     else:
-        content = await json_body(request, session.token, settings.max_body_bytes)
-        answer = await services.client.post(url, content=content, headers={"content-type": JSON_TYPE})
-    if 300 <= answer.status_code < 400:
+        body = await json_body(request, session.token, settings.max_body_bytes)
+        answer = await services.guard.request("POST", url, headers=JSON_HEADERS, body=body)
+        status, content, raw_type, raw_retry = (
+            answer.status,
+            answer.body,
+            answer.header(b"content-type"),
+            answer.header(b"retry-after"),
+        )
+        content_type = raw_type.decode("latin-1") if raw_type else None
+        retry_after = raw_retry.decode("latin-1") if raw_retry else None
+    return relay(status, content_type, content, retry_after)
+
+
+def relay(status: int, content_type: str | None, content: bytes, retry_after: str | None) -> Response:
+    """The instance's answer as the browser gets it: status, a JSON body and `Retry-After`, nothing else."""
+    if 300 <= status < 400 or status < 200:
         raise InstanceBadAnswer("The server answered with a redirect.")
-    headers = {name: answer.headers[name] for name in RELAYED_HEADERS if name in answer.headers}
-    if not answer.content:
-        return Response(status_code=answer.status_code, headers=headers)
-    if media_type(answer.headers.get("content-type")) != JSON_TYPE:
+    headers = {"retry-after": retry_after} if retry_after and RETRY_AFTER.fullmatch(retry_after) else None
+    if not content:
+        return Response(status_code=status, headers=headers)
+    # The label and the first character, not a full parse: that would cost as much as all the rest of
+    # the proxy's own work, and the browser parses the body anyway.
+    if media_type(content_type) != JSON_TYPE or not JSON_START.match(content):
         raise InstanceBadAnswer("The server answered something other than JSON.")
-    try:
-        orjson.loads(answer.content)
-    except orjson.JSONDecodeError:
-        raise InstanceBadAnswer("The server answered something other than JSON.") from None
-    return Response(answer.content, status_code=answer.status_code, headers=headers, media_type=JSON_TYPE)
+    return Response(content, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+class ProxyApp:
+    """`POST /api/{endpoint}` as a plain ASGI app: the hot path skips FastAPI's routing and dependencies.
+
+    `services` is called per request, since the services only exist once the lifespan has started.
+    """
+
+    def __init__(self, services: Callable[[], Services]) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            if request.method != "POST":
+                raise MethodNotAllowed()
+            response = await proxy(request, self.services())
+        except TobiraError as error:
+            response = error_json_response(error)
+        except Exception as exc:
+            log.error("unexpected error in the proxy: %s", type(exc).__name__)
+            response = error_json_response(TobiraError())
+        await response(scope, receive, send)

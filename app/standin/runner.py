@@ -2,8 +2,9 @@
 
 The socket is bound here before uvicorn starts, so port 0 picks a free port that is known at once (and an
 empty `base_url` becomes the bound address). uvicorn runs in its own thread with its own event loop and no
-signal handlers. Leaving the context stops it: requests left hanging (a non-string `i`) end, and a client
-that still holds a connection open after that is not waited for more than a few seconds.
+signal handlers, behind the `FaultLayer` that lets tests switch faults on (`app.standin.faults`). Leaving
+the context stops it: requests left hanging (a non-string `i`) and faults holding a connection end, and a
+client that still holds a connection open after that is not waited for more than a few seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from types import TracebackType
 import uvicorn
 
 from app.standin.config import StandinConfig
+from app.standin.faults import FaultLayer
 from app.standin.server import create_standin_app
 from app.standin.state import StandinState
 
@@ -38,7 +40,14 @@ class RunningStandin:
         self.state: StandinState = app.state.standin
         self.config = self.state.config
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on", ws="none")
+            uvicorn.Config(
+                FaultLayer(app, self.state),
+                host=host,
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                ws="none",
+            )
         )
         self._thread = threading.Thread(
             target=self._server.run,

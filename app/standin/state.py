@@ -1,9 +1,10 @@
 """Everything a running stand-in remembers, in memory, open to the tests that drive it.
 
 MiAuth consent pages shown, access tokens (who, which permissions, which session, fetched, revoked), notes,
-drive files, how often each MiAuth session was checked, a rate-limit window per user, and a record of every
-API call received. The server runs in its own thread; tests read these structures while it runs, and every
-change is a single append or assignment, which the interpreter makes atomic.
+drive files, how often each MiAuth session was checked, a rate-limit window per user, a record of every
+API call received, and the faults switched on (`app.standin.faults`) with their counters. The server runs
+in its own thread; tests read these structures while it runs, and every change is a single append or
+assignment, which the interpreter makes atomic.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from app.standin.config import StandinConfig, StandinUser
+
+if TYPE_CHECKING:
+    from app.standin.faults import Fault
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 _AID_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, the epoch of Misskey's "aid" ids
@@ -111,6 +116,11 @@ class StandinState:
         self.notes: list[NoteRecord] = []
         self.files: dict[str, DriveFileRecord] = {}
         self.calls: list[RecordedCall] = []
+        self.faults: dict[str, Fault] = {}  # route → fault; tests set and clear it while the server runs
+        self.route_hits: Counter[str] = (
+            Counter()
+        )  # every request by route, faulted or not (`faults.route_of`)
+        self.faults_in_progress = 0  # faults below HTTP still writing to (or holding) a connection
         self.stopping = False  # set by the runner: requests left hanging may end
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self._serial = 0
