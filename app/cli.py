@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -13,6 +14,7 @@ from app.main import create_app
 
 
 def serve(host: str, port: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
         settings = load_settings()
     except ConfigError as exc:

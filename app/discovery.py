@@ -66,9 +66,14 @@ def _icon_url(value: Any, schemes: tuple[str, ...]) -> str | None:
     return value if parts.scheme in schemes and parts.hostname and not parts.username else None
 
 
-async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    """POST a JSON body and return (status, decoded JSON); raise InstanceBadAnswer if it is not JSON."""
-    response = await client.post(url, json=body)
+async def post_json(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], *, once: bool = False
+) -> tuple[int, Any]:
+    """POST a JSON body and return (status, decoded JSON); raise InstanceBadAnswer if it is not JSON.
+
+    `once`: the guard must never send this request a second time, not even on a stale connection.
+    """
+    response = await client.post(url, json=body, extensions={"once": True} if once else None)
     try:
         return response.status_code, response.json()
     except ValueError:

@@ -1,24 +1,22 @@
 """The outbound network guard: the only way tobira opens a connection to an instance.
 
-tobira connects to servers that strangers name, so every request to an instance goes through the one
-`httpx.AsyncClient` that `build_guarded_client` returns. Its transport enforces, on every request:
+tobira connects to servers that strangers name. Every request to an instance goes through one `Guard`
+(the proxy calls `Guard.request` directly; everything else uses the httpx client `guarded_client` builds
+over it). On every request the guard enforces:
 
 - https on port 443, or exactly one of the operator's dev origins; anything else is refused before any I/O;
-- every address the name resolves to must be public (`is_public_address`), except for a dev origin, and only
-  the addresses that were checked are connected to: the check sits in the resolver that aiohttp's connector
-  calls, and aiohttp connects to what that resolver returned (still using the name for SNI and certificate
-  verification), so DNS rebinding between a check and the connect cannot happen; aiohttp's DNS cache only
-  ever holds answers that passed the check;
+- every address the name resolves to must be public (`is_public_address`), except for a dev origin, and the
+  guard connects only to the addresses it checked, still using the name for SNI and certificate
+  verification, so DNS rebinding between the check and the connect cannot happen; its short DNS cache only
+  ever holds checked answers;
 - no redirects followed, no cookies kept, no proxy or netrc from the environment, User-Agent "tobira/0.1";
-- a time bound to connect and one for the whole request including the body (InstanceTimeout);
-- a size bound on the answer counted after decompression (InstanceBadAnswer), the body read into memory;
-- every failure raised as an `app.errors.InstanceError`, never an aiohttp exception, and never with the URL's
-  query or the request body in the message (tokens travel there).
+- a time bound to connect and one for the whole request including the body (InstanceTimeout), and at most
+  `per_host_connections` requests to one origin at once, the others waiting within their time bound;
+- a size bound on the answer counted after decompression (InstanceBadAnswer), enforced by `app.http1`;
+- every failure raised as an `app.errors.InstanceError`, never with the URL's query or the request body in
+  the message (tokens travel there).
 
-Why aiohttp under httpx: callers keep httpx's API, while aiohttp's connection handling is several times
-cheaper per request than httpx's default transport, and this is the API proxy's hot path. The adapter is ours
-rather than the `httpx-aiohttp` package because the rules above (size cap, exception mapping, address
-checks) are the point of it.
+The wire itself is `app.http1`, a small keep-alive HTTP/1.1 client: see its docstring for why.
 """
 
 from __future__ import annotations

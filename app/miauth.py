@@ -69,7 +69,7 @@ async def check(client: httpx.AsyncClient, instance: Instance, session: str) -> 
 
     Raises InstanceBadAnswer for a malformed answer and the guard's errors for a failed request.
     """
-    status, body = await post_json(client, instance.url(f"/api/miauth/{session}/check"), {})
+    status, body = await post_json(client, instance.url(f"/api/miauth/{session}/check"), {}, once=True)
     if status != 200 or not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
         raise InstanceBadAnswer()
     if not body["ok"]:

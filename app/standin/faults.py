@@ -40,7 +40,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.standin.responses import JSON_TYPE, encode_json
 from app.standin.state import StandinState
 
-PADDING = 10 * 1024 * 1024  # the default `size`: far over any sane cap on an answer
+PADDING = 10 * 1024 * 1024  # the default `size`: far over any sane cap on an answer (or its head)
+DRIP_PADDING = 4096  # a drip's default `size`: small enough for any cap, minutes at the default interval
 WRITE_BUFFER = 256 * 1024  # written ahead of a slow reader before an endless answer waits for it
 ENDLESS_CHUNK = b" " * 65536
 HEADER_LINE = 1000  # bytes per padding header: each line is harmless, only their sum is huge
@@ -56,11 +57,11 @@ class FaultKind(enum.Enum):
     JSON = "json"  # `body` (any JSON value) with `status` (default 200) instead of the answer
     EXTRA_HEADERS = "extra-headers"  # the real answer, with `headers` added (e.g. Set-Cookie)
     REDIRECT = "redirect"  # `status` (default 307) to `location` (default BASE_URL/moved)
-    BIG_BODY = "big-body"  # the real body padded with `size` bytes of whitespace, Content-Length set
+    BIG_BODY = "big-body"  # the real body after `size` bytes of JSON whitespace, Content-Length set
     GZIP_BOMB = "gzip-bomb"  # the same padded body gzip-compressed: a few KiB on the wire
     HUGE_HEADERS = "huge-headers"  # the real answer after `size` bytes of headers, in 1000-byte lines
     ENDLESS = "endless"  # chunked: the real body, then whitespace that never ends
-    DRIP_HEAD = "drip-head"  # the whole padded answer, head included, one byte every `interval` seconds
+    DRIP_HEAD = "drip-head"  # the whole answer, padded, head included, one byte every `interval` seconds
     DRIP_BODY = "drip-body"  # the head at once, then the padded body one byte every `interval` seconds
     RESET = "reset"  # the head and half the body, then a TCP reset
     CLOSE_AFTER_HEADERS = "close-after-headers"  # the head, then a clean close
@@ -69,20 +70,28 @@ class FaultKind(enum.Enum):
     DROP = "drop"  # no answer at all: the connection is closed
 
 
-_DEFAULT_STATUS = {FaultKind.REDIRECT: 307}
-
-
 @dataclass(frozen=True)
 class Fault:
-    """One fault and its parameters; fields a kind does not use are ignored."""
+    """One fault and its parameters; fields a kind does not use are ignored, None means the kind's default."""
 
     kind: FaultKind
     status: int | None = None
     body: object = None
     headers: tuple[tuple[str, str], ...] = ()
     location: str | None = None
-    size: int = PADDING
+    size: int | None = None
     interval: float = 0.05
+
+    @property
+    def status_code(self) -> int:
+        return self.status or (307 if self.kind is FaultKind.REDIRECT else 200)
+
+    @property
+    def padding(self) -> int:
+        """How many bytes of whitespace (or of headers) to send."""
+        if self.size is not None:
+            return self.size
+        return DRIP_PADDING if self.kind in (FaultKind.DRIP_HEAD, FaultKind.DRIP_BODY) else PADDING
 
 
 def route_of(path: str) -> str:
@@ -179,7 +188,7 @@ def _encode(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
 
 def _http_fault(fault: Fault, answer: _Answer, state: StandinState) -> Response | None:
     """The answer for a fault HTTP can express, or None for one below HTTP."""
-    status = fault.status or _DEFAULT_STATUS.get(fault.kind, 200)
+    status = fault.status_code
     headers = dict(fault.headers)
     kind = fault.kind
     if kind is FaultKind.HTML:
@@ -189,14 +198,14 @@ def _http_fault(fault: Fault, answer: _Answer, state: StandinState) -> Response 
     if kind is FaultKind.REDIRECT:
         return Response(status_code=status, headers={**headers, "Location": fault.location or _moved(state)})
     if kind is FaultKind.BIG_BODY:
-        return _replay(answer, answer.padded(fault.size))
+        return _replay(answer, answer.padded(fault.padding))
     if kind is FaultKind.GZIP_BOMB:
-        bomb = _replay(answer, _gzip_padded(answer.body, fault.size))
+        bomb = _replay(answer, _gzip_padded(answer.body, fault.padding))
         bomb.headers["Content-Encoding"] = "gzip"
         return bomb
     if kind is FaultKind.HUGE_HEADERS:
         huge = _replay(answer, answer.body)
-        lines = fault.size // HEADER_LINE
+        lines = fault.padding // HEADER_LINE
         huge.raw_headers += [(b"x-padding-%06d" % i, b"a" * (HEADER_LINE - 18)) for i in range(lines)]
         return huge
     return None
@@ -315,12 +324,12 @@ def _chunk(data: bytes) -> bytes:
 
 
 async def _drip_head(fault: Fault, answer: _Answer, connection: _Connection) -> None:
-    body = answer.padded(fault.size)
+    body = answer.padded(fault.padding)
     await connection.drip(answer.head(length=len(body)) + body, fault.interval)
 
 
 async def _drip_body(fault: Fault, answer: _Answer, connection: _Connection) -> None:
-    body = answer.padded(fault.size)
+    body = answer.padded(fault.padding)
     await connection.write(answer.head(length=len(body)))
     await connection.drip(body, fault.interval)
 
