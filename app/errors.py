@@ -16,6 +16,7 @@
         ├── InstanceUnreachable     502  refused, reset or closed connection, TLS failure
         ├── InstanceTimeout         504  over the connect or total time bound
         ├── InstanceBadAnswer       502  not JSON, wrong shape, too large, a redirect
+        ├── InstanceRefused         4xx/5xx the instance's own error, relayed with its status
         ├── NotMisskey              502  answers, but not like a Misskey server
         └── MiAuthUnsupported       502  a Misskey server without MiAuth
 
@@ -38,6 +39,7 @@ class ErrorCode(enum.StrEnum):
     INSTANCE_UNREACHABLE = "INSTANCE_UNREACHABLE"
     INSTANCE_TIMEOUT = "INSTANCE_TIMEOUT"
     INSTANCE_BAD_RESPONSE = "INSTANCE_BAD_RESPONSE"
+    INSTANCE_REFUSED = "INSTANCE_REFUSED"
     NOT_MISSKEY = "NOT_MISSKEY"
     MIAUTH_UNSUPPORTED = "MIAUTH_UNSUPPORTED"
     INVALID_CALLBACK = "INVALID_CALLBACK"
@@ -71,6 +73,7 @@ _ERROR_IDS = {
     ErrorCode.INSTANCE_TIMEOUT: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f06",
     ErrorCode.INSTANCE_BAD_RESPONSE: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f07",
     ErrorCode.NOT_MISSKEY: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f08",
+    ErrorCode.INSTANCE_REFUSED: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f25",
     ErrorCode.MIAUTH_UNSUPPORTED: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f09",
     ErrorCode.INVALID_CALLBACK: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f10",
     ErrorCode.NO_SIGN_IN_PENDING: "5c0e4d4e-7b36-4c3e-9a0c-7d1b9d6b2f11",
@@ -197,6 +200,18 @@ class InstanceBadAnswer(InstanceError):
     status = 502
     code = ErrorCode.INSTANCE_BAD_RESPONSE
     default_message = "The server answered something tobira cannot use."
+
+
+class InstanceRefused(InstanceError):
+    """The instance answered an error without Misskey's error shape (e.g. its web framework's 404)."""
+
+    code = ErrorCode.INSTANCE_REFUSED
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(
+            "The server has no such API endpoint." if status == 404 else "The server refused the request."
+        )
 
 
 class NotMisskey(InstanceError):

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings, load_settings
 from app.guard import Resolver
+from app.openapi import build_openapi
 from app.routes import auth, pages
 from app.routes.proxy import ProxyApp
 from app.services import build_services
@@ -45,6 +46,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     )
     app.state.settings = settings
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     for router in (pages.router, auth.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -25,6 +25,7 @@ from app.errors import (
     ErrorCode,
     Forbidden,
     InstanceBadAnswer,
+    InstanceRefused,
     MethodNotAllowed,
     PayloadTooLarge,
     SignedOut,
@@ -33,7 +34,7 @@ from app.errors import (
 )
 from app.routes.auth import current_session
 from app.services import Services
-from app.web import error_json_response
+from app.web import error_json, error_json_response
 
 log = logging.getLogger("tobira")
 
@@ -149,6 +150,8 @@ def relay(status: int, content_type: str | None, content: bytes, retry_after: st
     if 300 <= status < 400 or status < 200:
         raise InstanceBadAnswer("The server answered with a redirect.")
     headers = {"retry-after": retry_after} if retry_after and RETRY_AFTER.fullmatch(retry_after) else None
+    if status >= 400:
+        return relay_error(status, content_type, content, headers)
     if not content:
         return Response(status_code=status, headers=headers)
     # The label and the first character, not a full parse: that would cost as much as all the rest of
@@ -156,6 +159,27 @@ def relay(status: int, content_type: str | None, content: bytes, retry_after: st
     if media_type(content_type) != JSON_TYPE or not JSON_START.match(content):
         raise InstanceBadAnswer("The server answered something other than JSON.")
     return Response(content, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def relay_error(
+    status: int, content_type: str | None, content: bytes, headers: dict[str, str] | None
+) -> Response:
+    """An error answer in Misskey's shape: relayed when it has it, else reshaped (the web framework's own
+    404 and 400 answers, an empty 405), so clients handle every error one way."""
+    body: Any = None
+    if media_type(content_type) == JSON_TYPE:
+        try:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise InstanceBadAnswer("The server answered something other than JSON.") from None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return Response(content, status_code=status, headers=headers, media_type=JSON_TYPE)
+    if not content or body is not None:
+        error = InstanceRefused(status)
+        return Response(
+            orjson.dumps(error_json(error)), status_code=status, headers=headers, media_type=JSON_TYPE
+        )
+    raise InstanceBadAnswer("The server answered something other than JSON.")
 
 
 class ProxyApp:

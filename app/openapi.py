@@ -1,0 +1,136 @@
+"""tobira's own OpenAPI document: the pages as HTML, `/session` and the proxy in Misskey's error shape.
+
+FastAPI describes the routes it serves; this adds what it cannot know: which answers are HTML pages,
+every error status with its body, and the proxy, which is served before FastAPI's routing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "id"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "id": {"type": "string"},
+            },
+        }
+    },
+}
+SESSION = {
+    "type": "object",
+    "required": ["instance", "user"],
+    "properties": {
+        "instance": {"type": "string"},
+        "user": {
+            "type": "object",
+            "required": ["id", "username", "host", "name", "avatarUrl"],
+            "properties": {
+                "id": {"type": "string"},
+                "username": {"type": "string"},
+                "host": {"type": ["string", "null"]},
+                "name": {"type": ["string", "null"]},
+                "avatarUrl": {"type": ["string", "null"]},
+            },
+        },
+        "method": {"type": "string"},
+        "server": {"type": "object"},
+    },
+}
+REASONS = {
+    200: "OK",
+    204: "No content",
+    303: "Redirect",
+    400: "Bad input",
+    401: "Signed out",
+    403: "Refused",
+    404: "Unknown",
+    405: "Method not allowed",
+    413: "Too large",
+    415: "Wrong content type",
+    429: "Rate limited",
+    500: "tobira failed",
+    502: "The instance answered something unusable",
+    504: "The instance was too slow",
+}
+
+
+def answers(media_type: str, schema: dict[str, Any], *statuses: int) -> dict[str, Any]:
+    return {
+        str(s): {"description": REASONS[s], "content": {media_type: {"schema": schema}}} for s in statuses
+    }
+
+
+def html(*statuses: int) -> dict[str, Any]:
+    return answers("text/html", {"type": "string"}, *statuses)
+
+
+def json_errors(*statuses: int) -> dict[str, Any]:
+    return answers("application/json", ERROR, *statuses)
+
+
+REDIRECT = {"303": {"description": REASONS[303]}}
+PAGE_ERRORS = html(400, 404, 405, 500)
+
+# The statuses each route answers, by path and method.
+RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/", "get"): {**PAGE_ERRORS, **html(200)},
+    ("/healthz", "get"): answers("application/json", {"type": "object"}, 200),
+    ("/session", "get"): {
+        **answers("application/json", SESSION, 200),
+        **json_errors(400, 401, 404, 405, 500),
+    },
+    ("/login", "get"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
+    ("/login", "post"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
+    ("/callback", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
+    ("/logout", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
+    ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
+    ("/button", "get"): {**PAGE_ERRORS, **html(200)},
+}
+PROXY = {
+    "post": {
+        "summary": "Call the instance's API for the signed-in person",
+        "description": "Forwarded to https://HOST/api/{endpoint} with `i` set to the session's token.",
+        "operationId": "proxy",
+        "parameters": [
+            {
+                "name": "endpoint",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[a-z0-9_-]+(/[a-z0-9_-]+)*$", "maxLength": 128},
+            }
+        ],
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "multipart/form-data": {"schema": {"type": "object"}},
+            }
+        },
+        "responses": {
+            "200": {"description": "The instance's answer", "content": {"application/json": {}}},
+            "204": {"description": REASONS[204]},
+            **json_errors(400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 504),
+        },
+    }
+}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """The document served at /openapi.json (built once)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                operation["responses"] = RESPONSES.get((path, method), operation["responses"])
+        schema["paths"]["/api/{endpoint}"] = PROXY
+        app.openapi_schema = schema
+    return app.openapi_schema
