@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -14,7 +13,6 @@ from app.main import create_app
 
 
 def serve(host: str, port: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     per_host_connections: int = Field(default=32, gt=0)
     login_rate_limit: int = Field(default=30, ge=0)
     discovery_cache_seconds: int = Field(default=600, ge=0)
+    log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
 
     _split_lists = field_validator(
         "secret_keys",

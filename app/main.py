@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings, load_settings
 from app.guard import Resolver
+from app.logs import configure_logging
 from app.openapi import build_openapi
 from app.routes import auth, pages
 from app.routes.proxy import ProxyApp
@@ -27,6 +28,7 @@ def create_app(
 ) -> FastAPI:
     """Build tobira; with no settings they are read from the environment. `resolver`/`clock` are for tests."""
     settings = settings or load_settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

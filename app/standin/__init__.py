@@ -31,11 +31,18 @@ per-session check counts (`check_count`) and every API call received (`calls`: e
 body keys). `issue_token` lets a test skip the consent flow, `revoke` plays the person revoking an app in
 Settings, `token_of` and `is_revoked` answer what tobira was given and what it revoked.
 
-`run_standin_in_thread(config, host, port)` serves it from a background thread (port 0: any free port);
-`python -m app.standin --port 3000` serves it in the foreground.
+Switchable faults (`faults`): a test sets `state.faults[route] = Fault(FaultKind.…)` on a running stand-in
+to make it a misbehaving instance — HTML or JSON of the wrong shape, a 10 MiB body, an endless or dripping
+answer, a gzip bomb, huge headers, a redirect, a reset, a close after the headers, a lying Content-Length,
+extra headers such as Set-Cookie, or no answer at all; `state.route_hits` counts every request per route and
+`state.faults_in_progress` the faulted connections still open.
+
+`run_standin_in_thread(config, host, port)` serves it, faults included, from a background thread (port 0: any
+free port); `python -m app.standin --port 3000` serves it in the foreground.
 """
 
 from app.standin.config import StandinConfig, StandinUser
+from app.standin.faults import Fault, FaultKind
 from app.standin.runner import RunningStandin, run_standin_in_thread
 from app.standin.server import create_standin_app
 from app.standin.state import AccessToken, ConsentView, RecordedCall, StandinState
@@ -43,6 +50,8 @@ from app.standin.state import AccessToken, ConsentView, RecordedCall, StandinSta
 __all__ = [
     "AccessToken",
     "ConsentView",
+    "Fault",
+    "FaultKind",
     "RecordedCall",
     "RunningStandin",
     "StandinConfig",

@@ -7,9 +7,9 @@ segment of anything else (`miauth`, `avatar`, `moved`), and `*` for every reques
 
 A faulted request is still handled first — a check marks its session used, a note is stored — and only its
 answer is spoiled: a fault plays whatever stands between a working server and tobira (a proxy's error page,
-a cut connection), which is the worst case for the one-shot `/check`. Where a fault sends a body, it is the
-real answer made pathological (padded with JSON whitespace, compressed, cut short), so a client that fails to
-refuse it gets something it could use, and a test can see that.
+a cut connection), which is the worst case for the one-shot `/check`. Faults other than HTML and JSON send
+the real answer made pathological (padded with JSON whitespace, compressed, cut short, dripped), so a client
+that fails to refuse it gets something it could use, and a test can see that.
 
 `FaultLayer` is the ASGI middleware the runner puts around the stand-in. It counts every request by route
 (`StandinState.route_hits`), faulted or not, so tests can tell that tobira retried nothing and followed no
@@ -17,13 +17,13 @@ redirect. Faults below HTTP (a reset, a close after the headers, a lying Content
 body) need the connection itself, which ASGI does not expose: uvicorn's `send` is a method of its
 per-request cycle, which holds the connection's `transport` and a `disconnected` flag, so these work only
 when uvicorn serves the stand-in (`run_standin_in_thread`). Each of them ends with the connection closed,
-and `StandinState.faults_in_progress` counts those still being written, so tests can tell that tobira hung up.
+when the client leaves or else when the fault is switched off; `StandinState.faults_in_progress` counts
+those still going, so tests can tell that tobira hung up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import functools
 import http
@@ -46,7 +46,6 @@ WRITE_BUFFER = 256 * 1024  # written ahead of a slow reader before an endless an
 ENDLESS_CHUNK = b" " * 65536
 HEADER_LINE = 1000  # bytes per padding header: each line is harmless, only their sum is huge
 POLL_SECONDS = 0.01
-CLOSE_WAIT_SECONDS = 1.0
 SMUGGLED = b'{"smuggled":true}'
 
 
@@ -66,7 +65,7 @@ class FaultKind(enum.Enum):
     RESET = "reset"  # the head and half the body, then a TCP reset
     CLOSE_AFTER_HEADERS = "close-after-headers"  # the head, then a clean close
     LENGTH_OVER = "length-over"  # Content-Length one byte over the body; the connection then stays open
-    LENGTH_UNDER = "length-under"  # the real answer, then a second answer nobody asked for, then open
+    LENGTH_UNDER = "length-under"  # the real answer, then an unasked-for one (Retry-After: 60), then open
     DROP = "drop"  # no answer at all: the connection is closed
 
 
@@ -84,6 +83,7 @@ class Fault:
 
     @property
     def status_code(self) -> int:
+        """`status`, or the kind's default."""
         return self.status or (307 if self.kind is FaultKind.REDIRECT else 200)
 
     @property
@@ -113,7 +113,7 @@ class _Answer:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
 
-    def head(self, *, length: int | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    def head(self, *, length: int | None = None) -> bytes:
         """The status line and headers; `length` replaces Content-Length (-1: chunked instead)."""
         headers = [
             (k, v) for k, v in self.headers if k.lower() not in (b"content-length", b"transfer-encoding")
@@ -121,7 +121,7 @@ class _Answer:
         size = len(self.body) if length is None else length
         framing = (b"transfer-encoding", b"chunked") if size < 0 else (b"content-length", str(size).encode())
         lines = [f"HTTP/1.1 {self.status} {http.HTTPStatus(self.status).phrase}".encode()]
-        lines += [name + b": " + value for name, value in [*headers, *(extra or []), framing]]
+        lines += [name + b": " + value for name, value in [*headers, framing]]
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def padded(self, size: int) -> bytes:
@@ -154,14 +154,14 @@ class FaultLayer:
             if response is not None:
                 await response(scope, receive, send)
             else:
-                await self._socket_fault(fault, answer, _Connection(send, self.state))
+                await self._socket_fault(fault, answer, _Connection(send, self.state, fault))
 
     async def _socket_fault(self, fault: Fault, answer: _Answer, connection: _Connection) -> None:
         self.state.faults_in_progress += 1
         try:
             await _SOCKET_FAULTS[fault.kind](fault, answer, connection)
         finally:
-            await connection.close()
+            connection.close()
             self.state.faults_in_progress -= 1
 
 
@@ -255,8 +255,8 @@ class _Transport(Protocol):
 class _Connection:
     """The raw connection under one request, taken from uvicorn (see the module docstring)."""
 
-    def __init__(self, send: Send, state: StandinState) -> None:
-        self._cycle = getattr(send, "__self__", None)
+    def __init__(self, send: Send, state: StandinState, fault: Fault) -> None:
+        self._cycle: Any = getattr(send, "__self__", None)
         transport = getattr(self._cycle, "transport", None)
         if transport is None or not hasattr(self._cycle, "disconnected"):
             raise RuntimeError(
@@ -264,11 +264,14 @@ class _Connection:
             )
         self._transport: _Transport = transport
         self._state = state
+        self._fault = fault
 
     @property
     def open(self) -> bool:
-        """False once the client has gone, the connection is closed, or the stand-in is stopping."""
-        return not self._transport.is_closing() and not self._state.stopping
+        """False once the client has gone, the connection is closed, the fault is switched off (so that
+        nothing outlives the test that set it), or the stand-in is stopping."""
+        switched_on = self._fault in list(self._state.faults.values())  # a copy: tests change it meanwhile
+        return switched_on and not self._transport.is_closing() and not self._state.stopping
 
     async def write(self, data: bytes) -> None:
         """Write, then wait while the client is more than WRITE_BUFFER behind (or until it is gone)."""
@@ -289,7 +292,18 @@ class _Connection:
 
     async def hold(self) -> None:
         """Keep the connection open, saying nothing, until the client leaves."""
-        await _until(lambda: not self.open)
+        await _until(lambda: not self.open or self._client_left())
+
+    def _client_left(self) -> bool:
+        """True once the client has closed or reset the connection. Peeked at on a duplicate of the socket:
+        uvicorn stops reading a connection whose client sent its next request early, and would not notice."""
+        with self._transport.get_extra_info("socket").dup() as sock:
+            try:
+                return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
 
     def reset(self) -> None:
         """Drop the connection with a TCP RST instead of a FIN."""
@@ -297,13 +311,11 @@ class _Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._transport.abort()
 
-    async def close(self) -> None:
-        """Close, then wait for uvicorn to notice: until it does, it would add a 500 answer of its own."""
+    def close(self) -> None:
+        """Close, and tell uvicorn's cycle at once: it would otherwise add a 500 answer of its own."""
         if not self._transport.is_closing():
             self._transport.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
-                await _until(lambda: getattr(self._cycle, "disconnected", True))
+        self._cycle.disconnected = True
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -352,7 +364,7 @@ async def _length_over(fault: Fault, answer: _Answer, connection: _Connection) -
 
 
 async def _length_under(fault: Fault, answer: _Answer, connection: _Connection) -> None:
-    smuggled = _Answer(200, [(b"content-type", JSON_TYPE.encode())], SMUGGLED)
+    smuggled = _Answer(200, [(b"content-type", JSON_TYPE.encode()), (b"retry-after", b"60")], SMUGGLED)
     await connection.write(answer.head() + answer.body + smuggled.head() + smuggled.body)
     await connection.hold()
 
