@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.errors import InstanceBadAnswer, InstanceError, NotMisskey
+from app.errors import InstanceError, InstanceUnreachable, NotMisskey
 from app.hosts import Instance
 
 NODEINFO_SCHEMAS = (
@@ -66,25 +66,15 @@ def _icon_url(value: Any, schemes: tuple[str, ...]) -> str | None:
     return value if parts.scheme in schemes and parts.hostname and not parts.username else None
 
 
-async def post_json(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], *, once: bool = False
-) -> tuple[int, Any]:
-    """POST a JSON body and return (status, decoded JSON); raise InstanceBadAnswer if it is not JSON.
-
-    `once`: the guard must never send this request a second time, not even on a stale connection.
-    """
-    response = await client.post(url, json=body, extensions={"once": True} if once else None)
-    try:
-        return response.status_code, response.json()
-    except ValueError:
-        raise InstanceBadAnswer() from None
-
-
 async def fetch_meta(client: httpx.AsyncClient, instance: Instance) -> ServerInfo:
     """Ask `api/meta`; raise NotMisskey unless the answer looks like Misskey's."""
+    response = await client.post(instance.url("/api/meta"), json={})
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise InstanceUnreachable("The server is busy or under maintenance right now. Try again later.")
     try:
-        status, meta = await post_json(client, instance.url("/api/meta"), {})
-    except InstanceBadAnswer:
+        meta = response.json()
+    except ValueError:
         raise NotMisskey() from None
     if status != 200 or not isinstance(meta, dict) or not isinstance(meta.get("version"), str):
         raise NotMisskey()
@@ -132,14 +122,24 @@ class Discovery:
         client: httpx.AsyncClient,
         ttl: float = 600,
         *,
+        nodeinfo_deadline: float = NODEINFO_DEADLINE,
         max_entries: int = 2048,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._ttl = ttl
+        self._nodeinfo_deadline = nodeinfo_deadline
         self._max_entries = max_entries
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, ServerInfo]] = OrderedDict()
+
+    async def _nodeinfo(self, instance: Instance) -> tuple[str | None, str | None]:
+        """Nodeinfo within its own, shorter deadline: it is a bonus, never worth the whole time bound."""
+        try:
+            async with asyncio.timeout(self._nodeinfo_deadline):
+                return await fetch_nodeinfo(self._client, instance)
+        except TimeoutError:
+            return None, None
 
     async def lookup(self, instance: Instance) -> ServerInfo:
         """ServerInfo for the instance; raises the InstanceError subclasses of the guard and NotMisskey."""
@@ -148,18 +148,13 @@ class Discovery:
         if cached and cached[0] > now:
             self._cache.move_to_end(instance.origin)
             return cached[1]
-        nodeinfo = asyncio.ensure_future(
-            asyncio.wait_for(fetch_nodeinfo(self._client, instance), NODEINFO_DEADLINE)
-        )
+        nodeinfo = asyncio.create_task(self._nodeinfo(instance))
         try:
             info = await fetch_meta(self._client, instance)
         except BaseException:
             nodeinfo.cancel()
             raise
-        try:
-            software, software_version = await nodeinfo
-        except TimeoutError:
-            software, software_version = None, None
+        software, software_version = await nodeinfo
         info = ServerInfo(
             host=info.host,
             name=info.name,

@@ -185,12 +185,12 @@ class Guard:
         *,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes | AsyncIterable[bytes] = b"",
-        once: bool = False,
     ) -> http1.Answer:
         """Send one request and return the whole answer; raises the InstanceError subclasses.
 
-        `once` marks a request that must never be sent twice (MiAuth's `/check`); others are resent once
-        when a kept-alive connection turns out to have been closed by the server before it answered.
+        A GET is resent once when a kept-alive connection turns out to have been closed by the server
+        before it answered. A POST never is: every Misskey API call is one (RFC 9110 §9.2.2), and MiAuth's
+        `/check` is one-shot.
         """
         scheme, host, port, target = self._check_url(url)
         if method not in _METHODS:
@@ -210,7 +210,7 @@ class Guard:
                     try:
                         answer = await connection.exchange(head, body, length, head_only=method == "HEAD")
                     except http1.Closed as closed:
-                        if once or not reused or closed.answered or attempt or not isinstance(body, bytes):
+                        if method != "GET" or not reused or closed.answered or attempt:
                             raise
                         continue
                     if connection.reusable:
@@ -393,7 +393,6 @@ class _GuardTransport(httpx.AsyncBaseTransport):
             str(request.url),
             headers=request.headers.items(),
             body=body,
-            once=bool(request.extensions.get("once")),
         )
         return httpx.Response(
             answer.status,

@@ -144,6 +144,10 @@ class Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise Malformed("an answer nobody asked for")  # the stream is out of step: never reuse it
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.max_head:
@@ -180,7 +184,7 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             status = self._parser.get_status_code()
-            waiter.set_result(Answer(status, self._headers, b"".join(self._chunks)))
+            waiter.set_result(Answer(status, list(self._headers), b"".join(self._chunks)))
 
     # helpers
 

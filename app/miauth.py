@@ -16,7 +16,6 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from app.discovery import post_json
 from app.errors import InstanceBadAnswer
 from app.hosts import Instance
 
@@ -56,6 +55,15 @@ def authorize_url(
     return instance.url(f"/miauth/{session}?") + urlencode(query, quote_via=quote, safe=":/,")
 
 
+async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST a JSON body and return (status, decoded JSON); raise InstanceBadAnswer if it is not JSON."""
+    response = await client.post(url, json=body)
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        raise InstanceBadAnswer() from None
+
+
 def _profile(user: Any) -> dict[str, Any]:
     if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"]:
         raise InstanceBadAnswer()
@@ -69,7 +77,7 @@ async def check(client: httpx.AsyncClient, instance: Instance, session: str) -> 
 
     Raises InstanceBadAnswer for a malformed answer and the guard's errors for a failed request.
     """
-    status, body = await post_json(client, instance.url(f"/api/miauth/{session}/check"), {}, once=True)
+    status, body = await post_json(client, instance.url(f"/api/miauth/{session}/check"), {})
     if status != 200 or not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
         raise InstanceBadAnswer()
     if not body["ok"]:

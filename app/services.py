@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from app.config import Settings
-from app.discovery import Discovery
+from app.discovery import NODEINFO_DEADLINE, Discovery
 from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
 from app.session import SessionCookies
@@ -55,7 +55,11 @@ def build_services(
         guard=guard,
         client=client,
         store=open_store(settings.resolved_store_url, clock=clock),
-        discovery=Discovery(client, ttl=settings.discovery_cache_seconds),
+        discovery=Discovery(
+            client,
+            ttl=settings.discovery_cache_seconds,
+            nodeinfo_deadline=min(NODEINFO_DEADLINE, settings.request_timeout),
+        ),
         cookies=SessionCookies(
             settings.secret_values(),
             secure=settings.is_production,

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ErrorCode, RateLimited, TobiraError
+from app.errors import BadRequest, ErrorCode, RateLimited, TobiraError
 from app.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
-    return error_response(request, TobiraError("The request is not valid.", code=ErrorCode.INVALID_BODY))
+    return error_response(request, BadRequest("The request is not valid."))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

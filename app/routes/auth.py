@@ -106,7 +106,7 @@ async def login_form(
     request: Request,
     services: ServicesDep,
     instance: Annotated[str | None, Query(max_length=2048)] = None,
-    return_to: Annotated[str | None, Query(max_length=4096)] = None,
+    return_to: str | None = None,
 ) -> Response:
     if instance:
         return await start_sign_in(request, services, instance, return_to)
@@ -118,7 +118,7 @@ async def login_submit(
     request: Request,
     services: ServicesDep,
     instance: Annotated[str, Form(max_length=2048)] = "",
-    return_to: Annotated[str | None, Form(max_length=4096)] = None,
+    return_to: Annotated[str | None, Form()] = None,
 ) -> Response:
     if not instance.strip():
         error = BadRequest(
