@@ -108,6 +108,12 @@ EXCEPTION_HANDLERS = {
 }
 
 
+# Nothing goes to other sites. Not "no-referrer" everywhere: under it, browsers send `Origin: null` with
+# same-origin form posts, and sign-out could no longer tell them from cross-site ones. The callback, whose
+# URL carries the session id, sets "no-referrer" itself.
+DEFAULT_REFERRER_POLICY = (b"referrer-policy", b"same-origin")
+
+
 class SecurityHeaders:
     """Adds the headers every answer carries; pages also get a strict Content-Security-Policy."""
 
@@ -127,7 +133,6 @@ class SecurityHeaders:
         )
         self.headers = [
             (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
             (b"x-frame-options", b"DENY"),
             (b"content-security-policy", csp.encode()),
         ]
@@ -141,7 +146,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *self.headers]
+                headers = [*message.get("headers", ()), *self.headers]
+                if not any(name == b"referrer-policy" for name, _ in headers):
+                    headers.append(DEFAULT_REFERRER_POLICY)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -33,6 +33,7 @@ from app.web import ServicesDep, error_response, render_page
 router = APIRouter()
 log = logging.getLogger("tobira")
 NO_STORE = {"Cache-Control": "no-store"}
+CALLBACK_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer"}
 LOGIN_WINDOW = 60
 
 
@@ -145,7 +146,7 @@ async def current_session(services: Services, request: Request) -> Session | Non
 @router.get("/callback")
 async def callback(request: Request, services: ServicesDep, session: str | None = None) -> Response:
     response = await finish_sign_in(request, services, session)
-    response.headers.update(NO_STORE)
+    response.headers.update(CALLBACK_HEADERS)
     return response
 
 
