@@ -132,6 +132,7 @@ class Discovery:
         self._max_entries = max_entries
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, ServerInfo]] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Task[ServerInfo]] = {}
 
     async def _nodeinfo(self, instance: Instance) -> tuple[str | None, str | None]:
         """Nodeinfo within its own, shorter deadline: it is a bonus, never worth the whole time bound."""
@@ -142,12 +143,29 @@ class Discovery:
             return None, None
 
     async def lookup(self, instance: Instance) -> ServerInfo:
-        """ServerInfo for the instance; raises the InstanceError subclasses of the guard and NotMisskey."""
+        """ServerInfo for the instance; raises the InstanceError subclasses of the guard and NotMisskey.
+
+        Concurrent lookups of one server share a single discovery: a burst of sign-ins to a slow server
+        sends it one request, not one per person, and all of them wait for the same answer.
+        """
         cached = self._cache.get(instance.origin)
-        now = self._clock()
-        if cached and cached[0] > now:
+        if cached and cached[0] > self._clock():
             self._cache.move_to_end(instance.origin)
             return cached[1]
+        task = self._in_flight.get(instance.origin)
+        if task is None:
+            task = asyncio.create_task(self._discover(instance))
+            self._in_flight[instance.origin] = task
+            task.add_done_callback(lambda done: self._finished(instance.origin, done))
+        # shield: one person giving up must not cancel the discovery the others are waiting for.
+        return await asyncio.shield(task)
+
+    def _finished(self, origin: str, task: asyncio.Task[ServerInfo]) -> None:
+        self._in_flight.pop(origin, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, so that nobody waiting is not an "unretrieved" warning
+
+    async def _discover(self, instance: Instance) -> ServerInfo:
         nodeinfo = asyncio.create_task(self._nodeinfo(instance))
         try:
             info = await fetch_meta(self._client, instance)
@@ -165,7 +183,7 @@ class Discovery:
             software_version=software_version,
         )
         if self._ttl > 0:
-            self._cache[instance.origin] = (now + self._ttl, info)
+            self._cache[instance.origin] = (self._clock() + self._ttl, info)
             while len(self._cache) > self._max_entries:
                 self._cache.popitem(last=False)
         return info

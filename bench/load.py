@@ -3,7 +3,8 @@
     .venv/bin/python bench/load.py [--soak-minutes 1] [--soak-clients 32] [--json]
 
 Not part of the test suite: run it by hand. Everything listens on 127.0.0.0/8 and every process it starts
-is stopped when it ends (and dies with it if it is killed outright). Linux only: it reads /proc.
+is stopped when it ends (and dies with it if it is killed outright). Every start-up and every phase has a
+time limit, so a run takes at most about six minutes more than the soak. Linux only: it reads /proc.
 
 What runs:
 - tobira as one real uvicorn process, with the stand-in and the slow instance as dev origins and no
@@ -21,14 +22,17 @@ The phases, each with a fixed count or duration and a time limit:
    `POST /api/i`. Every browser must end up as exactly the account it approved (a mix-up otherwise), with
    no error, and the stand-in must have seen each session's `/check` exactly once.
 2. soak: `--soak-clients` of those browsers call `POST /api/notes/timeline` in a loop for
-   `--soak-minutes`; latencies, and tobira's RSS and open file descriptors every 5 s. Flat: RSS at the
-   end within +10 % of the first sample after `--warmup-seconds`, and the fds tobira holds at rest
-   (kept-alive connections expired) after the soak within +5 of those before it. (Under load the count
-   swings with the pool of connections to the instance, by up to the per-host bound: no leak test.)
-3. starvation: `--slow-logins` concurrent `POST /login` naming the slow instance, and while they are
-   held up, `--starvation-sign-ins` fresh sign-ins at the stand-in. Those must all succeed, their p95
-   stay under 1 s, and tobira must never have had more than `TOBIRA_PER_HOST_CONNECTIONS` requests in
-   flight at the slow instance.
+   `--soak-minutes`, each with its session cookie in an aiohttp client of one connection (httpx costs
+   this script over twice the CPU per call, and the script rather than tobira would set the pace; the
+   CPU each process used is reported). Latencies, and tobira's RSS and open file descriptors every 5 s.
+   Flat: RSS at the end within +10 % of the first sample after `--warmup-seconds`, and the fds tobira
+   holds at rest (kept-alive connections expired) after the soak within +5 of those before it. Under
+   load the count swings with tobira's pool of connections to the instance, by up to the per-host
+   bound, so it is reported but does not decide.
+3. starvation: `--starvation-sign-ins` fresh sign-ins at the stand-in as a yardstick; then
+   `--slow-logins` concurrent `POST /login` naming the slow instance, and while they are held up, as many
+   fresh sign-ins at the stand-in again. Those must all succeed, their p95 stay under 1 s, and tobira
+   must never have had more than `TOBIRA_PER_HOST_CONNECTIONS` requests in flight at the slow instance.
 
 Exit status: 0 when there were no errors, no mix-ups, every check was made once, resources stayed flat and
 nothing starved; 1 when one of these failed; 2 when the measurement could not be made (a server that would
@@ -61,8 +65,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import aiohttp
+import httpx
 from aiohttp import web
 
 from app.standin import StandinConfig, StandinUser, run_standin_in_thread
@@ -262,10 +266,8 @@ class SlowInstance:
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            with socket.socket() as probe:
-                probe.bind((host, 0))
-                port: int = probe.getsockname()[1]
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, 0).start()
+            port: int = runner.addresses[0][1]
             self.url = f"http://{host}:{port}"
             yield self.url
         finally:
@@ -718,14 +720,19 @@ class Starvation:
     slow_max_in_flight: int
     slow_in_flight_during: int  # requests still held at the slow instance when the healthy ones were done
     bounded: bool
+    healthy_alone: SignIns  # the same number of sign-ins just before, with the slow instance idle
     healthy: SignIns
     starved: bool
 
 
 async def starvation(
-    site: Site, slow: SlowInstance, flood: int, healthy: list[Browser], per_host: int
+    site: Site, slow: SlowInstance, flood: int, healthy: tuple[list[Browser], list[Browser]], per_host: int
 ) -> Starvation:
-    """`flood` sign-ins at the slow instance; once they hold it up, the `healthy` browsers sign in."""
+    """Healthy sign-ins alone, then again while `flood` sign-ins at the slow instance are held up.
+
+    `healthy` holds the browsers for each of the two rounds.
+    """
+    alone = await sign_in_batch(site, healthy[0])
     slow_authority = urlsplit(slow.url).netloc
 
     async def start_slow() -> str:
@@ -745,7 +752,7 @@ async def starvation(
     except TimeoutError:
         pass  # measured anyway: `slow_in_flight_during` shows how much of the flood was under way
     during: list[int] = []
-    result = await sign_in_batch(site, healthy, during=lambda: during.append(slow.in_flight))
+    result = await sign_in_batch(site, healthy[1], during=lambda: during.append(slow.in_flight))
     statuses = Counter(await flooding)
     return Starvation(
         per_host_connections=per_host,
@@ -757,6 +764,7 @@ async def starvation(
         slow_max_in_flight=slow.max_in_flight,
         slow_in_flight_during=during[0],
         bounded=0 < slow.max_in_flight <= per_host,
+        healthy_alone=alone,
         healthy=result,
         starved=not (
             during[0] > 0
@@ -845,12 +853,15 @@ async def run(args: argparse.Namespace, command: str, say: Callable[[str], None]
         )
         say(f"phase 2: {second.requests} requests, p99 {second.p99_ms} ms, {second.errors} errors")
 
-        healthy = [site.browser(account(i)) for i in range(args.starvation_sign_ins)]
-        for browser in healthy:
+        healthy = (
+            [site.browser(account(i)) for i in range(args.starvation_sign_ins)],
+            [site.browser(account(i)) for i in range(args.starvation_sign_ins)],
+        )
+        for browser in healthy[0] + healthy[1]:
             stack.push_async_callback(browser.client.aclose)
         say(
-            f"phase 3: {args.slow_logins} sign-ins held {args.slow_delay:g} s by {slow.url},"
-            f" {args.starvation_sign_ins} sign-ins at the stand-in meanwhile"
+            f"phase 3: {args.starvation_sign_ins} sign-ins at the stand-in; then {args.slow_logins}"
+            f" held {args.slow_delay:g} s by {slow.url}, and {args.starvation_sign_ins} more meanwhile"
         )
         third: Starvation = await within(
             args.slow_delay + REQUEST_TIMEOUT + STARVATION_GRACE_SECONDS,
@@ -870,6 +881,9 @@ async def run(args: argparse.Namespace, command: str, say: Callable[[str], None]
             and not third.starved
             and third.healthy.mixups == 0
             and third.healthy.check_anomalies == 0
+            and third.healthy_alone.errors == 0
+            and third.healthy_alone.mixups == 0
+            and third.healthy_alone.check_anomalies == 0
         )
         return Report(
             command=command,
@@ -931,12 +945,20 @@ def print_report(report: Report) -> None:
     )
     print(f"  {'still held when healthy done':<28}{three.slow_in_flight_during:>10}")
     print(f"  {'healthy sign-ins':<28}{healthy.signed_in:>10}  of {healthy.attempted}")
+    alone = three.healthy_alone
     print(
         f"  {'healthy p50 / p95 / max s':<28}  {healthy.p50_s:.3f} / {healthy.p95_s:.3f}"
         f" / {healthy.max_s:.3f}  (p95 < {MAX_HEALTHY_P95:g} s)"
     )
+    print(
+        f"  {'  the same, slow host idle':<28}  {alone.p50_s:.3f} / {alone.p95_s:.3f} / {alone.max_s:.3f}"
+        f"  ({alone.errors} errors, {alone.mixups} mix-ups)"
+    )
     print(f"  {'errors / mix-ups':<28}  {healthy.errors} / {healthy.mixups}")
-    print(f"  {'/check exactly once':<28}{healthy.sessions_checked_once:>10}  of {healthy.attempted}")
+    print(
+        f"  {'/check exactly once':<28}{healthy.sessions_checked_once + alone.sessions_checked_once:>10}"
+        f"  of {healthy.attempted + alone.attempted}"
+    )
     for example in healthy.error_examples:
         print(f"    {example}")
     print(f"  {'starvation':<28}  {'yes' if three.starved else 'none'}")
