@@ -8,6 +8,7 @@ browsers. It trusts the headers browsers set themselves and pages cannot forge: 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -45,6 +46,7 @@ def is_same_origin(headers: Mapping[str, str], public_origin: str) -> bool:
     return origin is None or _parse_origin(origin) == expected
 
 
+@functools.lru_cache(maxsize=1024)  # the same few origins on every proxied request
 def _parse_origin(value: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of a serialised origin, or None if it is anything else (including "null")."""
     match = _ORIGIN.fullmatch(value)

@@ -17,7 +17,7 @@ from app.openapi import build_openapi
 from app.routes import auth, pages
 from app.routes.proxy import ProxyApp
 from app.services import build_services
-from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders
+from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders, api_headers
 
 
 def create_app(
@@ -54,9 +54,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     instance_sources = " ".join(["https:", *settings.dev_instances])
     app.add_middleware(SecurityHeaders, instance_sources=instance_sources, hsts=settings.is_production)
-    app.proxy = SecurityHeaders(
-        ProxyApp(lambda: app.state.services), instance_sources=instance_sources, hsts=settings.is_production
-    )
+    app.proxy = ProxyApp(lambda: app.state.services, api_headers(hsts=settings.is_production))
     return app
 
 

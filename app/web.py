@@ -114,6 +114,14 @@ EXCEPTION_HANDLERS = {
 DEFAULT_REFERRER_POLICY = (b"referrer-policy", b"same-origin")
 
 
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
+def api_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
+    """What JSON answers carry: a page policy means nothing to JSON, but sniffing and referrers do."""
+    return [(b"x-content-type-options", b"nosniff"), DEFAULT_REFERRER_POLICY, *([HSTS] if hsts else [])]
+
+
 class SecurityHeaders:
     """Adds the headers every answer carries; pages also get a strict Content-Security-Policy."""
 
@@ -137,7 +145,7 @@ class SecurityHeaders:
             (b"content-security-policy", csp.encode()),
         ]
         if hsts:
-            self.headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+            self.headers.append(HSTS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

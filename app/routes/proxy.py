@@ -185,11 +185,13 @@ def relay_error(
 class ProxyApp:
     """`POST /api/{endpoint}` as a plain ASGI app: the hot path skips FastAPI's routing and dependencies.
 
-    `services` is called per request, since the services only exist once the lifespan has started.
+    `services` is called per request, since the services only exist once the lifespan has started;
+    `headers` are added to every answer (the security headers that matter for JSON).
     """
 
-    def __init__(self, services: Callable[[], Services]) -> None:
+    def __init__(self, services: Callable[[], Services], headers: list[tuple[bytes, bytes]]) -> None:
         self.services = services
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -202,4 +204,5 @@ class ProxyApp:
         except Exception as exc:
             log.error("unexpected error in the proxy: %s", type(exc).__name__)
             response = error_json_response(TobiraError())
+        response.raw_headers.extend(self.headers)
         await response(scope, receive, send)
