@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -44,6 +44,7 @@ from app.guard import (
     is_public_address,
 )
 from app.hosts import DevOrigin
+from tests.hostile_support import tripwire
 
 PUBLIC_V4 = "1.1.1.1"
 PUBLIC_V6 = "2606:4700::1111"
@@ -189,28 +190,10 @@ def test_outside_global_unicast_only_a_carried_public_ipv4_is_public(value: int)
 
 
 @pytest.fixture(autouse=True)
-def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+def connects(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]]]:
     """Every (address, port) a socket tried to connect to; non-loopback ones fail without leaving."""
-    attempts: list[tuple[str, int]] = []
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def check(sock: socket.socket, address: Any) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append((address[0], address[1]))
-            if not ipaddress.ip_address(address[0]).is_loopback:
-                raise OSError(errno.ENETUNREACH, "test tripwire: nothing leaves this machine")
-
-    def connect(sock: socket.socket, address: Any) -> None:
-        check(sock, address)
-        real_connect(sock, address)
-
-    def connect_ex(sock: socket.socket, address: Any) -> int:
-        check(sock, address)
-        return real_connect_ex(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    return attempts
+    with tripwire(monkeypatch) as seen:
+        yield seen.attempts
 
 
 @dataclasses.dataclass
