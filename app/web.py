@@ -1,29 +1,74 @@
-"""The web layer's shared pieces: templates, error responses, security headers, the services dependency."""
+"""The web layer's shared pieces: templates, error responses, security headers, the services dependency.
+
+Pages are rendered in the person's language (app/i18n.py): Jinja's i18n extension, whose `_()` and
+`{% trans %}` look the language up in each page's own context, so concurrent pages never share one.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import i18n
 from app.errors import BadRequest, ErrorCode, RateLimited, TobiraError
 from app.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
-JSON_PREFIXES = ("/api/", "/session")
+JSON_PREFIXES = ("/api/", "/session", "/lookup")
+# JSON routes that serve tobira's own pages: their error messages are in the page's language.
+PAGE_JSON_PREFIXES = ("/lookup",)
+# Query parameters a language switch link keeps: none of them starts anything or carries a secret.
+KEPT_PARAMETERS = ("return_to", "host", "revoked")
+# Pages whose error shows a page of its own; any other error shows error.html.
+ERROR_TEMPLATES = {
+    ErrorCode.SIGN_IN_NOT_APPROVED: "not_approved.html",
+    ErrorCode.NO_SIGN_IN_PENDING: "expired.html",
+}
 
 log = logging.getLogger("tobira")
-templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+
+@pass_context
+def _gettext(context: Context, message: str) -> str:
+    localizer: i18n.Localizer = context["i18n"]
+    return localizer.gettext(message)
+
+
+@pass_context
+def _ngettext(context: Context, singular: str, plural: str, count: int) -> str:
+    localizer: i18n.Localizer = context["i18n"]
+    return localizer.ngettext(singular, plural, count)
+
+
+def build_environment() -> Environment:
+    """Jinja with autoescaping and the i18n extension; messages are trimmed like the extractor trims them."""
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(default=True),
+        extensions=["jinja2.ext.i18n"],
+    )
+    environment.policies["ext.i18n.trimmed"] = True
+    environment.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=_gettext, ngettext=_ngettext, newstyle=True
+    )
+    return environment
+
+
+templates = Jinja2Templates(env=build_environment())
 
 
 async def get_services(request: Request) -> Services:
@@ -51,20 +96,89 @@ def error_json_response(error: TobiraError) -> JSONResponse:
     return JSONResponse(error_json(error), status_code=error.status, headers=headers)
 
 
+def request_localizer(request: Request) -> i18n.Localizer:
+    """The language this request gets: `?lang=`, the `tobira-lang` cookie, `Accept-Language`, English."""
+    tag = i18n.choose_language(
+        request.query_params.get("lang"),
+        request.cookies.get(i18n.COOKIE),
+        request.headers.get("accept-language"),
+    )
+    return i18n.localizer(tag)
+
+
+def language_links(request: Request, current: str) -> list[dict[str, Any]]:
+    """The language switch: this page again in each language, keeping only harmless parameters.
+
+    A page that answered a form post or a callback links to the sign-in form instead: following a
+    callback's link again would replay its one-shot session, and a post cannot be repeated by a link.
+    """
+    path = request.url.path
+    if request.method != "GET" or "callback" in path:
+        path = "/login"
+    kept = [(name, value) for name, value in request.query_params.multi_items() if name in KEPT_PARAMETERS]
+    return [
+        {
+            "tag": language.tag,
+            "name": language.name,
+            "url": f"{path}?{urlencode([*kept, ('lang', language.tag)])}",
+            "current": language.tag == current,
+        }
+        for language in i18n.LANGUAGES
+    ]
+
+
 def render_page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A page in the person's language; a valid `?lang=` is also remembered in the `tobira-lang` cookie."""
     services: Services = request.app.state.services
-    base = {"request": request, "settings": services.settings}
-    return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
+    settings = services.settings
+    localizer = request_localizer(request)
+    base = {
+        "request": request,
+        "settings": settings,
+        "i18n": localizer,
+        "lang": localizer.tag,
+        "languages": language_links(request, localizer.tag),
+        "permissions": [localizer.permission(name) for name in settings.permissions],
+    }
+    response = templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
+    response.headers["Content-Language"] = localizer.tag
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    chosen = i18n.match_language(request.query_params.get("lang"))
+    if chosen is not None:
+        response.set_cookie(
+            i18n.COOKIE,
+            chosen,
+            max_age=i18n.COOKIE_MAX_AGE,
+            path="/",
+            secure=services.cookies.secure,
+            httponly=True,
+            samesite="lax",
+        )
+    return response
+
+
+def page_error_json(request: Request, error: TobiraError) -> JSONResponse:
+    """Misskey's error shape with the message in the page's language, for a page's own JSON helper."""
+    body = error_json(error)
+    body["error"]["message"] = request_localizer(request).error_message(error)
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 def error_response(request: Request, error: TobiraError, **context: Any) -> Response:
-    """JSON for API routes, an HTML page for everything a browser navigates to."""
-    if request.url.path.startswith(JSON_PREFIXES):
+    """JSON for API routes, an HTML page in the person's language for everything a browser navigates to.
+
+    The page shows the error's code beside the message, so that a person asking for help can quote it.
+    """
+    path = request.url.path
+    if path.startswith(PAGE_JSON_PREFIXES):
+        return page_error_json(request, error)
+    if path.startswith(JSON_PREFIXES):
         return error_json_response(error)
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
-    response = render_page(request, "error.html", error.status, error=error, **context)
-    if headers:
-        response.headers.update(headers)
+    template = ERROR_TEMPLATES.get(error.code, "error.html")
+    response = render_page(request, template, error.status, error=error, **context)
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -114,6 +228,14 @@ EXCEPTION_HANDLERS = {
 DEFAULT_REFERRER_POLICY = (b"referrer-policy", b"same-origin")
 
 
+# The button's files are loaded by other sites' pages, including cross-origin-isolated ones (COEP
+# require-corp) and ones that pin them with integrity=…: public files, sent without cookies.
+EMBEDDABLE_PATHS = frozenset(("/static/button.js", "/static/button.css"))
+EMBEDDABLE_HEADERS = [
+    (b"cross-origin-resource-policy", b"cross-origin"),
+    (b"access-control-allow-origin", b"*"),
+    (b"cache-control", b"public, max-age=3600"),
+]
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
@@ -157,6 +279,8 @@ class SecurityHeaders:
                 headers = [*message.get("headers", ()), *self.headers]
                 if not any(name == b"referrer-policy" for name, _ in headers):
                     headers.append(DEFAULT_REFERRER_POLICY)
+                if scope["path"] in EMBEDDABLE_PATHS:
+                    headers.extend(EMBEDDABLE_HEADERS)
                 message["headers"] = headers
             await send(message)
 
