@@ -50,6 +50,7 @@ WORKDIR /app
 COPY app ./app
 COPY templates ./templates
 COPY static ./static
+COPY translations ./translations
 
 USER 10001:10001
 VOLUME ["/data"]

@@ -46,6 +46,19 @@ SESSION = {
         "server": {"type": "object"},
     },
 }
+LOOKUP = {
+    "type": "object",
+    "required": ["host", "miauth"],
+    "properties": {
+        "host": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "iconUrl": {"type": ["string", "null"]},
+        "software": {"type": ["string", "null"]},
+        "softwareName": {"type": ["string", "null"]},
+        "version": {"type": ["string", "null"]},
+        "miauth": {"type": "boolean"},
+    },
+}
 REASONS = {
     200: "OK",
     204: "No content",
@@ -95,6 +108,10 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/logout", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},
+    ("/lookup", "get"): {
+        **answers("application/json", LOOKUP, 200),
+        **json_errors(400, 403, 404, 405, 429, 500, 502, 504),
+    },
 }
 PROXY = {
     "post": {

@@ -38,7 +38,12 @@ def signed_in_cookie(tobira: TobiraProcess, standin: RunningStandin) -> Iterator
         yield client.cookies["tobira"]
 
 
-@pytest.mark.parametrize("label", sorted(label for label in OPERATIONS if label != "POST /logout"))
+# Not fuzzed: signing the fuzzer out (it would test the signed-out paths from then on), and the server
+# lookup, whose every generated name would be a DNS query leaving this machine (it has its own tests).
+NOT_FUZZED = ("POST /logout", "GET /lookup")
+
+
+@pytest.mark.parametrize("label", sorted(label for label in OPERATIONS if label not in NOT_FUZZED))
 def test_no_server_errors_and_answers_match_the_schema(
     label: str, tobira: TobiraProcess, signed_in_cookie: str
 ) -> None:
@@ -55,6 +60,6 @@ def test_no_server_errors_and_answers_match_the_schema(
 
 
 def test_logout_is_described_and_refuses_cross_site(tobira: TobiraProcess) -> None:
-    assert "POST /logout" in OPERATIONS
+    assert all(label in OPERATIONS for label in NOT_FUZZED)
     answer = httpx.post(tobira.url + "/logout", headers={"Origin": "https://evil.example"})
     assert answer.status_code == 403

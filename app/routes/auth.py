@@ -190,9 +190,8 @@ async def finish_sign_in(request: Request, services: Services, session_id: str |
             )
         info = await services.discovery.lookup(instance)
     except TobiraError as error:
-        if isinstance(error, InstanceError):
-            error.message += " Please sign in again."
-        response = error_response(request, error, **retry)
+        # The server failed after the person approved: the page asks them to sign in again.
+        response = error_response(request, error, sign_in_again=isinstance(error, InstanceError), **retry)
         _keep_pending(response, services, rest)
         return response
     previous = await current_session(services, request)

@@ -1,4 +1,10 @@
-"""Pages and small JSON routes: `/`, `/session`, `/signed-out`, `/button`, `/healthz`."""
+"""Pages and small JSON routes: `/`, `/session`, `/signed-out`, `/button`, `/healthz`, `/lookup`.
+
+`/lookup` is the sign-in form's helper: what a server says about itself (name, icon, software), shown
+while the person types. It goes through the same parser, allow/deny lists and discovery (and its cache)
+as the sign-in itself, answers only tobira's own pages, and has a per-address limit of its own, looser
+than the sign-in's because typing asks more often than submitting.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,30 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.errors import InvalidInstance, SignedOut
+from app.csrf import is_same_origin
+from app.errors import ErrorCode, Forbidden, InvalidInstance, RateLimited, SignedOut
 from app.hosts import parse_instance
-from app.routes.auth import current_session
+from app.routes.auth import allowed_instance, current_session
+from app.services import Services
 from app.web import JSONResponse, ServicesDep, render_page
 
 router = APIRouter()
+LOOKUP_WINDOW = 60
+LOOKUP_LIMIT_FACTOR = 4  # lookups per minute per address, as a multiple of TOBIRA_LOGIN_RATE_LIMIT
+# nodeinfo's software names (lower case) as their projects write them.
+SOFTWARE_NAMES = {
+    "misskey": "Misskey",
+    "sharkey": "Sharkey",
+    "cherrypick": "CherryPick",
+    "firefish": "Firefish",
+    "calckey": "Calckey",
+    "iceshrimp": "Iceshrimp",
+    "foundkey": "FoundKey",
+    "meisskey": "Meisskey",
+    "catodon": "Catodon",
+    "magnetar": "Magnetar",
+    "mitra": "Mitra",
+}
 
 
 @router.get("/healthz")
@@ -53,3 +77,42 @@ async def signed_out(
 @router.get("/button")
 async def button(request: Request, services: ServicesDep) -> Response:
     return render_page(request, "button.html", public_origin=services.settings.public_origin)
+
+
+async def limit_lookups(services: Services, request: Request) -> None:
+    """A fixed window per client address: the lookup makes tobira connect to hosts that strangers type."""
+    limit = services.settings.login_rate_limit * LOOKUP_LIMIT_FACTOR
+    if not limit:
+        return
+    window = int(services.clock() // LOOKUP_WINDOW)
+    client = request.client.host if request.client else "unknown"
+    count = await services.store.incr(f"rate:lookup:{client}:{window}", LOOKUP_WINDOW)
+    if count > limit:
+        raise RateLimited(retry_after=LOOKUP_WINDOW - int(services.clock() % LOOKUP_WINDOW))
+
+
+@router.get("/lookup")
+async def lookup(
+    request: Request,
+    services: ServicesDep,
+    instance: Annotated[str, Query(max_length=2048)] = "",
+) -> JSONResponse:
+    """`{"host", "name", "iconUrl", "software", "softwareName", "version", "miauth"}` for what was typed;
+    errors in Misskey's shape, their message in the page's language."""
+    if not is_same_origin(request.headers, services.settings.public_origin):
+        raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
+    await limit_lookups(services, request)
+    info = await services.discovery.lookup(allowed_instance(services, instance))
+    software = info.software
+    return JSONResponse(
+        {
+            "host": info.host,
+            "name": info.name,
+            "iconUrl": info.icon_url,
+            "software": software,
+            "softwareName": SOFTWARE_NAMES.get(software, software) if software else None,
+            "version": info.software_version or info.version,
+            "miauth": info.miauth,
+        },
+        headers={"Cache-Control": "private, max-age=60"},
+    )

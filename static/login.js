@@ -1,0 +1,171 @@
+// The sign-in form's helpers. The form works without this script; it only adds, before the form is sent:
+// - the server as tobira sees it (name, icon, software), asked from /lookup while the person types;
+// - the servers this browser used recently, kept in localStorage on this device only and sent nowhere
+//   until the person picks one.
+// Translated texts come from the page (data-* attributes), so this file needs no catalogue of its own.
+"use strict";
+(function () {
+  const form = document.getElementById("login-form");
+  const input = document.getElementById("instance");
+  const preview = document.getElementById("server-preview");
+  if (!form || !input || !preview) return;
+  const words = preview.dataset;
+  const STORAGE_KEY = "tobira.recent";
+  const MAX_RECENT = 5;
+  const DELAY_MS = 400;
+  const answers = new Map(); // typed value → {ok, body}: each value is asked once per page
+  let timer = 0;
+  let controller = null;
+  let shownFor = "";
+
+  // Only what could be a complete name: a dot or a port, no spaces, not ending mid-name.
+  function worthAsking(value) {
+    return value.length >= 3 && value.length <= 300 && /[.:]/.test(value) && !/[\s]/.test(value) && !/[.:@-]$/.test(value);
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function show(...nodes) {
+    preview.replaceChildren(...nodes);
+  }
+
+  function showServer(info) {
+    const card = element("div", "server");
+    if (typeof info.iconUrl === "string" && /^https?:\/\//.test(info.iconUrl)) {
+      const icon = element("img");
+      icon.alt = "";
+      icon.width = 40;
+      icon.height = 40;
+      icon.referrerPolicy = "no-referrer";
+      icon.addEventListener("error", function () { icon.remove(); });
+      icon.src = info.iconUrl;
+      card.append(icon);
+    }
+    const text = element("div");
+    text.append(element("div", "name", info.name || info.host));
+    const software = (info.softwareName || words.compatible) + (info.version ? " " + info.version : "");
+    text.append(element("div", "meta", info.host + " · " + software));
+    card.append(text);
+    const nodes = [card];
+    if (info.miauth === false) nodes.push(element("p", "warning", words.noMiauth));
+    show(...nodes);
+  }
+
+  function showAnswer(answer) {
+    if (answer.ok) {
+      showServer(answer.body);
+    } else if (answer.body && answer.body.error && answer.body.error.message && answer.status !== 429) {
+      show(element("p", "hint", answer.body.error.message));
+    } else {
+      show(element("p", "hint", words.unavailable));
+    }
+  }
+
+  async function lookUp(value) {
+    if (answers.has(value)) {
+      shownFor = value;
+      showAnswer(answers.get(value));
+      return;
+    }
+    if (controller) controller.abort();
+    controller = new AbortController();
+    show(element("p", "hint", words.checking));
+    shownFor = value;
+    try {
+      const response = await fetch("/lookup?instance=" + encodeURIComponent(value), {
+        signal: controller.signal,
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      const answer = { ok: response.ok, status: response.status, body: await response.json() };
+      if (response.status !== 429) answers.set(value, answer);
+      if (input.value.trim() === value) showAnswer(answer);
+    } catch (error) {
+      if (error.name !== "AbortError" && input.value.trim() === value) show(element("p", "hint", words.unavailable));
+    }
+  }
+
+  function schedule(delay) {
+    clearTimeout(timer);
+    const value = input.value.trim();
+    if (!worthAsking(value)) {
+      if (controller) controller.abort();
+      shownFor = "";
+      show();
+      return;
+    }
+    if (value === shownFor) return;
+    timer = setTimeout(function () { lookUp(value); }, delay);
+  }
+
+  // Recently used servers: at most five, newest first, on this device only.
+  function recent() {
+    try {
+      const stored = JSON.parse(localStorage.getItem(STORAGE_KEY) || "[]");
+      return Array.isArray(stored)
+        ? stored.filter(function (item) { return typeof item === "string" && item && item.length <= 300; }).slice(0, MAX_RECENT)
+        : [];
+    } catch (error) {
+      return [];
+    }
+  }
+
+  function keep(list) {
+    try {
+      if (list.length) localStorage.setItem(STORAGE_KEY, JSON.stringify(list.slice(0, MAX_RECENT)));
+      else localStorage.removeItem(STORAGE_KEY);
+    } catch (error) {
+      // Storage refused (private mode, quota): the form works the same without it.
+    }
+  }
+
+  function showRecent() {
+    const box = document.getElementById("recent");
+    const list = document.getElementById("recent-list");
+    const options = document.getElementById("recent-servers");
+    if (!box || !list || !options) return;
+    const servers = recent();
+    list.replaceChildren(...servers.map(function (server) {
+      const item = element("li");
+      const button = element("button", "", server);
+      button.type = "button";
+      button.addEventListener("click", function () {
+        input.value = server;
+        input.focus();
+        schedule(0);
+      });
+      item.append(button);
+      return item;
+    }));
+    options.replaceChildren(...servers.map(function (server) {
+      const option = element("option");
+      option.value = server;
+      return option;
+    }));
+    box.hidden = servers.length === 0;
+  }
+
+  input.addEventListener("input", function () { schedule(DELAY_MS); });
+  form.addEventListener("submit", function () {
+    const value = input.value.trim();
+    if (!value) return;
+    const answer = answers.get(value);
+    const server = answer && answer.ok && answer.body.host ? answer.body.host : value;
+    keep([server, ...recent().filter(function (item) { return item !== server; })]);
+  });
+  const forget = document.getElementById("recent-forget");
+  if (forget) {
+    forget.addEventListener("click", function () {
+      keep([]);
+      showRecent();
+      input.focus();
+    });
+  }
+  showRecent();
+  schedule(0);
+})();
