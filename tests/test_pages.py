@@ -83,8 +83,9 @@ def test_lookup_answers_only_tobiras_own_pages(
     assert answer.json()["error"]["code"] == "CROSS_SITE_REQUEST"
 
 
-def test_lookup_is_not_in_the_api_document(tobira: TobiraProcess) -> None:
-    assert "/lookup" not in httpx.get(tobira.url + "/openapi.json").json()["paths"]
+def test_lookup_is_in_the_api_document_with_its_errors(tobira: TobiraProcess) -> None:
+    responses = httpx.get(tobira.url + "/openapi.json").json()["paths"]["/lookup"]["get"]["responses"]
+    assert {"200", "403", "429", "502", "504"} <= set(responses)
 
 
 @pytest.fixture(scope="module")
