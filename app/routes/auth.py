@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from app import miauth
+from app import miauth, ratelimit
 from app.csrf import is_same_origin
 from app.errors import (
     BadRequest,
@@ -21,7 +21,6 @@ from app.errors import (
     InstanceError,
     InstanceNotAllowed,
     MiAuthUnsupported,
-    RateLimited,
     TobiraError,
 )
 from app.hosts import Instance, host_matches, parse_instance
@@ -34,7 +33,6 @@ router = APIRouter()
 log = logging.getLogger("tobira")
 NO_STORE = {"Cache-Control": "no-store"}
 CALLBACK_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer"}
-LOGIN_WINDOW = 60
 
 
 def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
@@ -45,18 +43,6 @@ def set_cookie(response: Response, services: Services, name: str, value: str, ma
 
 def delete_cookie(response: Response, services: Services, name: str) -> None:
     response.delete_cookie(name, path="/", secure=services.cookies.secure, httponly=True, samesite="lax")
-
-
-async def limit_sign_ins(services: Services, request: Request) -> None:
-    """A fixed window per client address, so nobody turns tobira into a scanner of other hosts."""
-    limit = services.settings.login_rate_limit
-    if not limit:
-        return
-    window = int(services.clock() // LOGIN_WINDOW)
-    client = request.client.host if request.client else "unknown"
-    count = await services.store.incr(f"rate:login:{client}:{window}", LOGIN_WINDOW)
-    if count > limit:
-        raise RateLimited(retry_after=LOGIN_WINDOW - int(services.clock() % LOGIN_WINDOW))
 
 
 def allowed_instance(services: Services, text: str) -> Instance:
@@ -77,7 +63,8 @@ async def start_sign_in(request: Request, services: Services, text: str, return_
     settings = services.settings
     return_path = safe_return_to(return_to)
     try:
-        await limit_sign_ins(services, request)
+        # Per address, so that nobody turns tobira into a scanner of other hosts.
+        await ratelimit.limit(services, request, "login", settings.login_rate_limit)
         instance = allowed_instance(services, text)
         info = await services.discovery.lookup(instance)
         if not info.miauth:

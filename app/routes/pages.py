@@ -13,15 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app import ratelimit
 from app.csrf import is_same_origin
-from app.errors import ErrorCode, Forbidden, InvalidInstance, RateLimited, SignedOut
+from app.errors import ErrorCode, Forbidden, InvalidInstance, SignedOut
 from app.hosts import parse_instance
 from app.routes.auth import allowed_instance, current_session
-from app.services import Services
 from app.web import JSONResponse, ServicesDep, render_page
 
 router = APIRouter()
-LOOKUP_WINDOW = 60
 LOOKUP_LIMIT_FACTOR = 4  # lookups per minute per address, as a multiple of TOBIRA_LOGIN_RATE_LIMIT
 # nodeinfo's software names (lower case) as their projects write them.
 SOFTWARE_NAMES = {
@@ -79,18 +78,6 @@ async def button(request: Request, services: ServicesDep) -> Response:
     return render_page(request, "button.html", public_origin=services.settings.public_origin)
 
 
-async def limit_lookups(services: Services, request: Request) -> None:
-    """A fixed window per client address: the lookup makes tobira connect to hosts that strangers type."""
-    limit = services.settings.login_rate_limit * LOOKUP_LIMIT_FACTOR
-    if not limit:
-        return
-    window = int(services.clock() // LOOKUP_WINDOW)
-    client = request.client.host if request.client else "unknown"
-    count = await services.store.incr(f"rate:lookup:{client}:{window}", LOOKUP_WINDOW)
-    if count > limit:
-        raise RateLimited(retry_after=LOOKUP_WINDOW - int(services.clock() % LOOKUP_WINDOW))
-
-
 @router.get("/lookup")
 async def lookup(
     request: Request,
@@ -101,7 +88,9 @@ async def lookup(
     errors in Misskey's shape, their message in the page's language."""
     if not is_same_origin(request.headers, services.settings.public_origin):
         raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
-    await limit_lookups(services, request)
+    # The lookup makes tobira connect to hosts that strangers type, as a sign-in does.
+    limit = services.settings.login_rate_limit * LOOKUP_LIMIT_FACTOR
+    await ratelimit.limit(services, request, "lookup", limit)
     info = await services.discovery.lookup(allowed_instance(services, instance))
     software = info.software
     return JSONResponse(
