@@ -317,6 +317,33 @@ class Guard:
                 error = exc
         raise error
 
+    async def open_socket(self, url: str) -> tuple[socket.socket, str, ssl.SSLContext | None]:
+        """A TCP socket connected to a checked address of `url`'s host, for protocols the guard lacks.
+
+        Returns (socket, host name for SNI and certificate checks, TLS context or None for a plain-http dev
+        origin). `url` is http(s); the same origin and address rules as `request` apply. Raises the
+        InstanceError subclasses (AddressForbidden before any I/O).
+        """
+        scheme, host, port, _ = self._check_url(url)
+        addresses = [host] if _ip_literal(host) is not None else await self._checked_addresses(host, port)
+        loop = asyncio.get_running_loop()
+        error: BaseException = InstanceUnreachable()
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    await loop.sock_connect(sock, (address, port))
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                error = exc
+                continue
+            return sock, host, self._ssl_context if scheme == "https" else None
+        if isinstance(error, TobiraError):
+            raise error
+        raise _translate(error, host)
+
     async def _checked_addresses(self, host: str, port: int) -> list[str]:
         """The addresses `host` resolves to, each allowed, from a short cache of checked answers only."""
         key = (host, port)

@@ -17,6 +17,7 @@ from app.openapi import build_openapi
 from app.routes import auth, pages
 from app.routes.proxy import ProxyApp
 from app.services import build_services
+from app.streaming import StreamingApp
 from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders, api_headers
 
 
@@ -55,6 +56,7 @@ def create_app(
     instance_sources = " ".join(["https:", *settings.dev_instances])
     app.add_middleware(SecurityHeaders, instance_sources=instance_sources, hsts=settings.is_production)
     app.proxy = ProxyApp(lambda: app.state.services, api_headers(hsts=settings.is_production))
+    app.streaming = StreamingApp(lambda: app.state.services)
     return app
 
 
@@ -62,9 +64,12 @@ class Tobira(FastAPI):
     """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path."""
 
     proxy: ASGIApp
+    streaming: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             await self.proxy(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == "/streaming":
+            await self.streaming(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -14,6 +14,7 @@ from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
 from app.session import SessionCookies
 from app.store import Store, open_store
+from app.streaming import StreamRegistry
 
 
 @dataclass(slots=True)
@@ -26,6 +27,7 @@ class Services:
     cookies: SessionCookies
     endpoints: EndpointPolicy
     clock: Callable[[], float]
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -119,6 +119,7 @@ async def login_submit(
 async def end_session(services: Services, session: Session) -> None:
     """Remember the session as ended until it would have expired, on every replica."""
     ttl = max(1.0, session.expires_at - services.clock())
+    services.streams.close(session.sid)  # the instance keeps a revoked token's streams open
     await services.store.claim(f"ended:{session.sid}", ttl)
 
 

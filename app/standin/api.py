@@ -335,7 +335,7 @@ def _notes_create(call: Call) -> object:
         reply_id=reply_id if isinstance(reply_id, str) else None,
         renote_id=renote_id if isinstance(renote_id, str) else None,
     )
-    state.notes.append(record)
+    state.add_note(record)
     return {"createdNote": entities.note(state.config, record, [file for file in files if file is not None])}
 
 

@@ -46,7 +46,7 @@ class RunningStandin:
                 port=self.port,
                 log_level="warning",
                 lifespan="on",
-                ws="none",
+                ws="websockets-sansio",
             )
         )
         self._thread = threading.Thread(

@@ -11,7 +11,7 @@ import base64
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from app.standin import entities
 from app.standin.api import ALLOWED_METHODS, handle_api, handle_check
@@ -27,6 +27,7 @@ from app.standin.consent import (
 )
 from app.standin.responses import encode_json
 from app.standin.state import ConsentView, StandinState
+from app.standin.streaming import handle_streaming
 
 # A 1x1 PNG in Misskey green: every avatar and the server icon.
 PICTURE = base64.b64decode(
@@ -50,6 +51,7 @@ def create_standin_app(config: StandinConfig) -> Starlette:
         Route("/avatar/{user_id}", _picture, methods=["GET"]),
         Route(entities.ICON_PATH, _picture, methods=["GET"]),
         Route("/files/{file_id}", _drive_file, methods=["GET"]),
+        WebSocketRoute("/streaming", handle_streaming),
     ]
     if config.miauth:
         routes += [

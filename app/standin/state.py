@@ -124,6 +124,14 @@ class StandinState:
         self.stopping = False  # set by the runner: requests left hanging may end
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self._serial = 0
+        # `/streaming` connections waiting for new notes (`app.standin.streaming`), on the server's loop
+        self.note_listeners: set[Callable[[NoteRecord], None]] = set()
+
+    def add_note(self, record: NoteRecord) -> None:
+        """Store a new note and tell the open streams."""
+        self.notes.append(record)
+        for listener in list(self.note_listeners):
+            listener(record)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

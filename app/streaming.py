@@ -1,0 +1,240 @@
+"""`GET /streaming`: the instance's streaming API (a WebSocket) relayed for the signed-in person.
+
+The browser never holds the token, so it cannot open `wss://HOST/streaming?i=TOKEN` itself: tobira opens
+that connection through the network guard (`Guard.open_socket`: the same origin and address rules as every
+other request) and relays frames both ways. The upgrade is refused (HTTP 403) unless its `Origin` is tobira's
+own, since browsers send cookies on cross-site WebSocket upgrades and no CORS applies; it is refused (401)
+without a live session. Frames are bounded in size (1009 when exceeded), a stream with no frame either way
+for `IDLE_SECONDS` is closed (1001), and a close on either side is passed on with its code.
+
+A Misskey server keeps streams open after their token is revoked, so tobira closes them itself when the
+session ends: `StreamRegistry.close` (called by `end_session`) on this process, and a periodic look at the
+store's "ended" mark for sessions ended on another replica. The upstream URL holds the token: only the host
+is ever logged, and the websockets library's own (debug) logging is kept off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from app.csrf import is_same_origin
+from app.errors import InstanceError, InstanceTimeout
+from app.guard import USER_AGENT
+
+if TYPE_CHECKING:
+    from app.services import Services
+    from app.session import Session
+
+BROWSER_MAX_FRAME = 64 * 1024
+INSTANCE_MAX_FRAME = 1024 * 1024
+IDLE_SECONDS = 300.0
+ENDED_CHECK_SECONDS = 30.0
+SIGNED_OUT = 4001  # private-use close code: the session behind this stream ended
+GOING_AWAY = 1001
+TOO_BIG = 1009
+BAD_GATEWAY = 1014
+
+log = logging.getLogger("tobira.streaming")
+# websockets logs request lines (with `?i=TOKEN`) at debug level: never let it.
+_wire_log = logging.getLogger("tobira.streaming.wire")
+_wire_log.setLevel(logging.WARNING)
+# Codes a close frame may carry (RFC 6455 §7.4); 1005/1006/1015 only describe a missing or broken close.
+_SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
+class StreamRegistry:
+    """The open streams of this process by session id, so a sign-out can close them."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, set[asyncio.Event]] = {}
+
+    def add(self, sid: str) -> asyncio.Event:
+        """A new stream of session `sid`; the event is set when the session ends."""
+        event = asyncio.Event()
+        self._streams.setdefault(sid, set()).add(event)
+        return event
+
+    def remove(self, sid: str, event: asyncio.Event) -> None:
+        streams = self._streams.get(sid)
+        if streams is not None:
+            streams.discard(event)
+            if not streams:
+                del self._streams[sid]
+
+    def close(self, sid: str) -> None:
+        """Ask every open stream of session `sid` to close."""
+        for event in self._streams.pop(sid, ()):
+            event.set()
+
+
+def sendable(code: int | None, fallback: int) -> int:
+    """`code` if a close frame may carry it, else `fallback`."""
+    return code if code is not None and (code in _SENDABLE or 3000 <= code < 5000) else fallback
+
+
+class StreamingApp:
+    """The ASGI app for WebSocket connections to `/streaming`."""
+
+    def __init__(self, services: Callable[[], Services]) -> None:
+        self._services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self._services()
+        if (await receive())["type"] != "websocket.connect":
+            return
+        connection = HTTPConnection(scope)
+        headers = connection.headers
+        if "origin" not in headers or not is_same_origin(headers, services.settings.public_origin):
+            await _deny(scope, send, 403)
+            return
+        session = services.cookies.read(connection.cookies.get(services.cookies.session_name))
+        if session is None or await services.store.exists(f"ended:{session.sid}"):
+            await _deny(scope, send, 401)
+            return
+        try:
+            upstream = await _open_upstream(services, session)
+        except InstanceTimeout:
+            await _deny(scope, send, 504)
+            return
+        except (InstanceError, InvalidHandshake, OSError, TimeoutError) as exc:
+            log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
+            await _deny(scope, send, 502)
+            return
+        ended = services.streams.add(session.sid)
+        try:
+            await send({"type": "websocket.accept"})
+            log.info("stream opened to %s", session.host)
+            await _Relay(receive, send, upstream).run(ended, lambda: _ended_elsewhere(services, session))
+        finally:
+            services.streams.remove(session.sid, ended)
+            await upstream.close()
+            log.info("stream to %s closed", session.host)
+
+
+async def _open_upstream(services: Services, session: Session) -> ClientConnection:
+    """The instance's streaming socket for `session`, connected through the guard."""
+    instance = session.instance
+    sock, host, tls = await services.guard.open_socket(instance.url("/streaming"))
+    scheme = "wss" if tls is not None else "ws"
+    uri = f"{scheme}{instance.origin.removeprefix('https').removeprefix('http')}/streaming?i={session.token}"
+    try:
+        return await connect(
+            uri,
+            sock=sock,
+            ssl=tls,
+            server_hostname=host if tls is not None else None,
+            proxy=None,
+            user_agent_header=USER_AGENT,
+            max_size=INSTANCE_MAX_FRAME,
+            open_timeout=services.settings.request_timeout,
+            logger=_wire_log,
+        )
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _ended_elsewhere(services: Services, session: Session) -> bool:
+    return await services.store.exists(f"ended:{session.sid}")
+
+
+def _reason(exc: BaseException) -> str:
+    """A loggable reason: an HTTP status or the exception's class, never a message that may hold the URL."""
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
+
+
+async def _deny(scope: Scope, send: Send, status: int) -> None:
+    """Refuse the upgrade with an HTTP status where the server allows it, else its 403.
+
+    A 403 is the plain ASGI close before accept: uvicorn logs a spurious error for a denial response.
+    """
+    if status != 403 and "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b""})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class _Relay:
+    """Frames both ways until one side closes, a frame is too big, the stream idles or the session ends."""
+
+    def __init__(self, receive: Receive, send: Send, upstream: ClientConnection) -> None:
+        self._receive = receive
+        self._send = send
+        self._upstream = upstream
+        self._last_frame = time.monotonic()
+
+    async def run(self, ended: asyncio.Event, ended_elsewhere: Callable[[], Awaitable[bool]]) -> None:
+        tasks = [
+            asyncio.create_task(self._from_browser()),
+            asyncio.create_task(self._from_instance()),
+            asyncio.create_task(self._watch(ended, ended_elsewhere)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # (code for the browser or None if it left, code for the instance or None if it left)
+        browser_code, instance_code = next(iter(done)).result()
+        if instance_code is not None:
+            await self._upstream.close(instance_code)
+        if browser_code is not None:
+            await self._send({"type": "websocket.close", "code": browser_code})
+
+    async def _from_browser(self) -> tuple[int | None, int | None]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                return None, sendable(message.get("code"), GOING_AWAY)
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            size = len(data.encode()) if isinstance(data, str) else len(data)
+            if size > BROWSER_MAX_FRAME:
+                return TOO_BIG, GOING_AWAY
+            self._last_frame = time.monotonic()
+            await self._upstream.send(data)
+
+    async def _from_instance(self) -> tuple[int | None, int | None]:
+        try:
+            async for data in self._upstream:
+                self._last_frame = time.monotonic()
+                key = "text" if isinstance(data, str) else "bytes"
+                await self._send({"type": "websocket.send", key: data})
+        except ConnectionClosed:
+            pass
+        return sendable(self._upstream.close_code, BAD_GATEWAY), None
+
+    async def _watch(
+        self, ended: asyncio.Event, ended_elsewhere: Callable[[], Awaitable[bool]]
+    ) -> tuple[int | None, int | None]:
+        """Wakes for the sign-out event, the idle deadline and the periodic look at the store."""
+        next_check = time.monotonic() + ENDED_CHECK_SECONDS
+        while True:
+            now = time.monotonic()
+            idle_deadline = self._last_frame + IDLE_SECONDS
+            if now >= idle_deadline:
+                return GOING_AWAY, GOING_AWAY
+            if now >= next_check:
+                if await ended_elsewhere():
+                    return SIGNED_OUT, 1000
+                next_check = now + ENDED_CHECK_SECONDS
+            try:
+                async with asyncio.timeout(min(idle_deadline, next_check) - now):
+                    await ended.wait()
+            except TimeoutError:
+                continue
+            return SIGNED_OUT, 1000
