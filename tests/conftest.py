@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,11 +19,25 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser as Chromium
+
     from app.standin import RunningStandin
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN_HOST = "127.0.0.2"  # another loopback address: cookies are per host, as for a real instance
 REDIS_URL = os.environ.get("TOBIRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Debian's Chromium, never a browser Playwright downloads; the flags keep it off the (closed) network.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -35,6 +50,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Chromium]:
+    """Real Chromium, driven by Playwright, for the browser tests of one module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="module")

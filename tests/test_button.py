@@ -13,11 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from app.standin import RunningStandin
 from tests.conftest import STANDIN_HOST, TobiraProcess, free_port
-from tests.test_browser import CHROMIUM, FLAGS
 
 SITE_HOST = "127.0.0.5"  # another loopback address: another origin and another site than tobira's
 
@@ -113,14 +112,6 @@ def site(tobira: TobiraProcess, standin: RunningStandin) -> Iterator[Site]:
     server.shutdown()
     server.server_close()
     thread.join()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 @dataclass
