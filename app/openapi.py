@@ -105,6 +105,7 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/login", "get"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
     ("/login", "post"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
     ("/callback", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
+    ("/callback/legacy", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
     ("/logout", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},

@@ -232,19 +232,29 @@ def test_logout_replay_refused_with_either_store(
         server.stop()
 
 
-def test_instance_without_miauth_gets_a_clear_page(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("methods", "status", "expected"),
+    [
+        ({}, 303, "/auth/"),
+        ({"TOBIRA_AUTH_METHODS": "miauth"}, 502, "MIAUTH_UNSUPPORTED"),
+    ],
+    ids=["legacy-allowed", "miauth-only"],
+)
+def test_instance_without_miauth(tmp_path: Path, methods: dict[str, str], status: int, expected: str) -> None:
+    """An old server signs in through the legacy app flow, unless the operator allows MiAuth only."""
     from app.standin import StandinConfig, run_standin_in_thread
     from tests.conftest import free_port
 
     port = free_port(STANDIN_HOST)
     config = StandinConfig(base_url=f"http://{STANDIN_HOST}:{port}", miauth=False, version="12.20.0")
     with run_standin_in_thread(config, host=STANDIN_HOST, port=port) as standin:
-        server = start_tobira(tmp_path, TOBIRA_DEV_INSTANCES=standin.url)
+        server = start_tobira(tmp_path, TOBIRA_DEV_INSTANCES=standin.url, **methods)
         try:
             with httpx.Client(timeout=20) as client:
                 answer = Browser(server.url, standin, client).start()
-                assert answer.status_code == 502
-                assert "MIAUTH_UNSUPPORTED" in answer.text
+                assert answer.status_code == status
+                shown = answer.headers.get("location", answer.text)
+                assert expected in shown
         finally:
             server.stop()
 

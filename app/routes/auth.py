@@ -1,18 +1,20 @@
-"""Sign-in and sign-out: `/login`, `/callback`, `/logout`.
+"""Sign-in and sign-out: `/login`, `/callback`, `/callback/legacy`, `/logout`.
 
-form → host parser → discovery → MiAuth session bound to this browser → 303 to the instance;
-callback → the browser's own sign-in → `/check` once → session cookie → 303 to `return_to`.
+form → host parser → discovery → the first allowed method the server supports (MiAuth, else the legacy app
+flow) → a session bound to this browser → 303 to the instance; callback → the browser's own sign-in →
+`/check` (or `userkey`) once → session cookie → 303 to `return_to`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from app import miauth, ratelimit
+from app import legacy, miauth, ratelimit
 from app.csrf import is_same_origin
 from app.errors import (
     BadRequest,
@@ -24,15 +26,18 @@ from app.errors import (
     TobiraError,
 )
 from app.hosts import Instance, host_matches, parse_instance
+from app.miauth import Approval
 from app.redirects import safe_return_to
 from app.services import Services
-from app.session import PENDING_TTL, Session
+from app.session import PENDING_TTL, PendingSignIn, Session
 from app.web import ServicesDep, error_response, render_page
 
 router = APIRouter()
 log = logging.getLogger("tobira")
 NO_STORE = {"Cache-Control": "no-store"}
 CALLBACK_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer"}
+LEGACY_CALLBACK = "/callback/legacy"  # no query string: the server appends `?token=` by concatenation
+APP_DESCRIPTION = "Sign in with your Misskey account."
 
 
 def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
@@ -67,26 +72,55 @@ async def start_sign_in(request: Request, services: Services, text: str, return_
         await ratelimit.limit(services, request, "login", settings.login_rate_limit)
         instance = allowed_instance(services, text)
         info = await services.discovery.lookup(instance)
-        if not info.miauth:
-            raise MiAuthUnsupported()
+        method = choose_method(settings.auth_methods, miauth_supported=info.miauth)
+        if method == "legacy":
+            secret = await _app_secret(services, instance)
+            session_id, location = await legacy.generate(services.client, instance, secret)
+        else:
+            session_id = miauth.new_session_id()
+            location = miauth.authorize_url(
+                instance,
+                session_id,
+                name=settings.app_name,
+                icon=settings.app_icon,
+                callback=settings.callback_url,
+                permissions=settings.permissions,
+            )
     except TobiraError as error:
         return error_response(request, error, instance_text=text[:300], return_to=return_path)
-    session_id = miauth.new_session_id()
-    location = miauth.authorize_url(
-        instance,
-        session_id,
-        name=settings.app_name,
-        icon=settings.app_icon,
-        callback=settings.callback_url,
-        permissions=settings.permissions,
-    )
     cookies = services.cookies
-    pending = cookies.new_pending(instance, session_id, return_path, "miauth")
+    pending = cookies.new_pending(instance, session_id, return_path, method)
     response = RedirectResponse(location, status_code=303, headers=NO_STORE)
     value = cookies.start_pending(request.cookies.get(cookies.pending_name), pending)
     set_cookie(response, services, cookies.pending_name, value, PENDING_TTL)
     log.info("sign-in started with %s", instance.host)
     return response
+
+
+def choose_method(allowed: list[str], *, miauth_supported: bool) -> str:
+    """The first allowed method the server supports: MiAuth where it has it, the legacy flow where not.
+
+    OAuth 2.0 is not implemented yet and is skipped. Raises MiAuthUnsupported when nothing fits.
+    """
+    for method in allowed:
+        if method == "miauth" and miauth_supported:
+            return method
+        if method == "legacy" and not miauth_supported:
+            return method
+    raise MiAuthUnsupported()
+
+
+async def _app_secret(services: Services, instance: Instance) -> str:
+    settings = services.settings
+    return await legacy.app_secret(
+        services.client,
+        services.store,
+        instance,
+        name=settings.app_name,
+        description=APP_DESCRIPTION,
+        permissions=settings.permissions,
+        callback=settings.public_origin + LEGACY_CALLBACK,
+    )
 
 
 @router.get("/login")
@@ -133,15 +167,43 @@ async def current_session(services: Services, request: Request) -> Session | Non
 
 @router.get("/callback")
 async def callback(request: Request, services: ServicesDep, session: str | None = None) -> Response:
-    response = await finish_sign_in(request, services, session)
+    valid = session is not None and miauth.is_session_id(session)
+
+    async def check(match: PendingSignIn) -> tuple[Approval | None, str]:
+        approval = await miauth.check(services.client, match.instance, match.session)
+        return approval, approval.token if approval else ""
+
+    response = await finish_sign_in(request, services, session if valid else None, "miauth", check)
     response.headers.update(CALLBACK_HEADERS)
     return response
 
 
-async def finish_sign_in(request: Request, services: Services, session_id: str | None) -> Response:
+@router.get(LEGACY_CALLBACK)
+async def legacy_callback(request: Request, services: ServicesDep, token: str | None = None) -> Response:
+    valid = token is not None and legacy.is_session_token(token)
+
+    async def check(match: PendingSignIn) -> tuple[Approval | None, str]:
+        secret = await _app_secret(services, match.instance)
+        approval = await legacy.userkey(services.client, match.instance, secret, match.session)
+        return approval, legacy.api_key(approval.token, secret) if approval else ""
+
+    response = await finish_sign_in(request, services, token if valid else None, "legacy", check)
+    response.headers.update(CALLBACK_HEADERS)
+    return response
+
+
+Check = Callable[[PendingSignIn], Awaitable[tuple[Approval | None, str]]]
+
+
+async def finish_sign_in(
+    request: Request, services: Services, session_id: str | None, method: str, check: Check
+) -> Response:
+    """The common end of every method: `session_id` (None when malformed) must be one this browser
+    started with `method`; `check` asks the server once and gives the approval and the API key to keep.
+    """
     cookies = services.cookies
     pending = cookies.read_pending(request.cookies.get(cookies.pending_name))
-    if not session_id or not miauth.is_session_id(session_id):
+    if not session_id:
         return error_response(
             request, BadRequest("The sign-in link is incomplete.", code=ErrorCode.INVALID_CALLBACK)
         )
@@ -153,7 +215,7 @@ async def finish_sign_in(request: Request, services: Services, session_id: str |
                 code=ErrorCode.NO_SIGN_IN_PENDING,
             ),
         )
-    match = next((item for item in pending if item.session == session_id), None)
+    match = next((item for item in pending if item.session == session_id and item.method == method), None)
     if match is None:
         # Login CSRF: someone else's approved session pasted into this browser. Never call /check.
         log.warning("callback for a sign-in this browser did not start")
@@ -170,7 +232,7 @@ async def finish_sign_in(request: Request, services: Services, session_id: str |
     try:
         if not await services.store.claim(f"check:{instance.origin}:{session_id}", PENDING_TTL):
             raise BadRequest("This sign-in is already finished.", code=ErrorCode.NO_SIGN_IN_PENDING)
-        approval = await miauth.check(services.client, instance, session_id)
+        approval, api_key = await check(match)
         if approval is None:
             raise Forbidden(
                 "The sign-in was not approved on your server. You can start again.",
@@ -186,9 +248,7 @@ async def finish_sign_in(request: Request, services: Services, session_id: str |
     if previous is not None:
         await end_session(services, previous)
     server = {"software": info.software, "version": info.software_version or info.version, "name": info.name}
-    _, value = cookies.issue(
-        instance, token=approval.token, user=approval.user, method="miauth", server=server
-    )
+    _, value = cookies.issue(instance, token=api_key, user=approval.user, method=method, server=server)
     response = RedirectResponse(match.return_to, status_code=303)
     set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
     _keep_pending(response, services, rest)

@@ -26,6 +26,11 @@ The MiAuth consent pages, plain HTML forms that a browser or an HTTP client driv
     POST /miauth/{session}/deny     no fields
          a page saying access was denied; no redirect, nothing stored.
 
+With `StandinConfig(miauth=False)` it is an old server (`app.standin.legacy`): no MiAuth, but the legacy app
+flow — `app/create`, `auth/session/generate`, the consent page `GET /auth/{token}` with Accept (one button per
+account, `POST /auth/{token}/accept`, then `303` to `callbackUrl?token=TOKEN`) and Deny, and
+`auth/session/userkey` once; the API key `sha256(accessToken + secret)` authenticates as the token.
+
 `StandinState` (`app.state.standin`, `RunningStandin.state`) holds the consent views, tokens, notes, files,
 per-session check counts (`check_count`) and every API call received (`calls`: endpoint, credential, headers,
 body keys). `issue_token` lets a test skip the consent flow, `revoke` plays the person revoking an app in

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.standin import catalog, entities
+from app.standin import catalog, entities, legacy
 from app.standin.catalog import Endpoint
 from app.standin.responses import (
     ACCESS_DENIED,
@@ -484,4 +484,7 @@ _IMPLEMENTED: dict[str, Callable[[Call], object]] = {
     "notes/timeline": _notes_timeline,
     "drive/files/create": _drive_files_create,
     "i/revoke-token": _revoke_token,
+    "app/create": lambda call: legacy.app_create(call.state, call.params),
+    "auth/session/generate": lambda call: legacy.session_generate(call.state, call.params),
+    "auth/session/userkey": lambda call: legacy.session_userkey(call.state, call.params),
 }

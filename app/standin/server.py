@@ -1,7 +1,8 @@
 """The stand-in's web application: nodeinfo, the MiAuth consent pages, `/api/…` and a few pictures.
 
 A Starlette app built fresh by `create_standin_app(config)`; its memory is `app.state.standin`. The MiAuth
-pages and `/api/miauth/{session}/check` exist only while `config.miauth` is true, as on a real server.
+pages and `/api/miauth/{session}/check` exist only while `config.miauth` is true, as on a real server; while
+it is false the legacy app flow's consent page `/auth/{token}` does instead (`app.standin.legacy`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from app.standin import entities
+from app.standin import entities, legacy
 from app.standin.api import ALLOWED_METHODS, handle_api, handle_check
 from app.standin.config import StandinConfig
 from app.standin.consent import (
@@ -59,6 +60,12 @@ def create_standin_app(config: StandinConfig) -> Starlette:
             Route("/miauth/{session}/accept", _accept, methods=["POST"]),
             Route("/miauth/{session}/deny", _deny, methods=["POST"]),
             Route("/api/miauth/{session}/check", handle_check, methods=["POST"]),
+        ]
+    else:  # an old server: the legacy app flow's consent page (its API endpoints are in `api`)
+        routes += [
+            Route("/auth/{token}", _legacy_consent, methods=["GET"]),
+            Route("/auth/{token}/accept", _legacy_accept, methods=["POST"]),
+            Route("/auth/{token}/deny", _deny, methods=["POST"]),
         ]
     routes.append(Route("/api/{endpoint:path}", handle_api, methods=ALLOWED_METHODS))
     app = Starlette(routes=routes)
@@ -163,6 +170,29 @@ async def _deny(request: Request) -> Response:
     return _notice(
         _state(request), "Access denied", "The app was not given access. You can close this window.", 200
     )
+
+
+async def _legacy_consent(request: Request) -> Response:
+    state = _state(request)
+    session = state.legacy_sessions.get(request.path_params["token"])
+    if session is None:
+        return _notice(state, "No such session", "This sign-in link is not valid.", 404)
+    return HTMLResponse(legacy.consent_page(state, session))
+
+
+async def _legacy_accept(request: Request) -> Response:
+    """Accept: issue the token, then go to `callbackUrl?token=TOKEN` (or say access was granted)."""
+    state = _state(request)
+    token: str = request.path_params["token"]
+    async with request.form() as form:
+        username = form.get("user")
+    user = state.user_named(username) if isinstance(username, str) else None
+    if token not in state.legacy_sessions or user is None:
+        return _notice(state, "Nothing to approve", "Open the app's sign-in link and pick an account.", 400)
+    callback = legacy.approve(state, token, user.username)
+    if callback:
+        return RedirectResponse(callback, 303)
+    return _notice(state, "Access granted", "You can close this window and go back to the app.", 200)
 
 
 def _notice(state: StandinState, title: str, message: str, status: int) -> Response:

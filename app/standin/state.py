@@ -22,6 +22,7 @@ from app.standin.config import StandinConfig, StandinUser
 
 if TYPE_CHECKING:
     from app.standin.faults import Fault
+    from app.standin.legacy import LegacyApp, LegacySession
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 _AID_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, the epoch of Misskey's "aid" ids
@@ -116,6 +117,9 @@ class StandinState:
         self.notes: list[NoteRecord] = []
         self.files: dict[str, DriveFileRecord] = {}
         self.calls: list[RecordedCall] = []
+        self.legacy_apps: dict[str, LegacyApp] = {}  # by secret
+        self.legacy_sessions: dict[str, LegacySession] = {}  # by session token
+        self.userkey_calls: list[str] = []  # the session token of every `auth/session/userkey`
         self.faults: dict[str, Fault] = {}  # route → fault; tests set and clear it while the server runs
         self.route_hits: Counter[str] = (
             Counter()
