@@ -106,6 +106,17 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/login", "post"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
     ("/callback", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
     ("/callback/legacy", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
+    ("/callback/oauth2", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
+    ("/client", "get"): {
+        **PAGE_ERRORS,
+        "200": {
+            "description": REASONS[200],
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
+    },
     ("/logout", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},

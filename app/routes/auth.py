@@ -1,8 +1,9 @@
-"""Sign-in and sign-out: `/login`, `/callback`, `/callback/legacy`, `/logout`.
+"""Sign-in and sign-out: `/login`, `/callback`, `/callback/legacy`, `/callback/oauth2`, `/client`, `/logout`.
 
-form → host parser → discovery → the first allowed method the server supports (MiAuth, else the legacy app
-flow) → a session bound to this browser → 303 to the instance; callback → the browser's own sign-in →
-`/check` (or `userkey`) once → session cookie → 303 to `return_to`.
+form → host parser → discovery → the first allowed method the server supports (OAuth 2.0 where enabled and
+advertised, MiAuth, else the legacy app flow) → a session bound to this browser → 303 to the instance;
+callback → the browser's own sign-in → `/check` (or `userkey`, or the code exchange) once → session cookie →
+303 to `return_to`. `/client` is tobira's OAuth 2.0 client_id document.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app import legacy, miauth, ratelimit
+from app import legacy, miauth, oauth2, ratelimit
 from app.csrf import is_same_origin
 from app.errors import (
     BadRequest,
@@ -37,6 +38,8 @@ log = logging.getLogger("tobira")
 NO_STORE = {"Cache-Control": "no-store"}
 CALLBACK_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer"}
 LEGACY_CALLBACK = "/callback/legacy"  # no query string: the server appends `?token=` by concatenation
+OAUTH2_CALLBACK = "/callback/oauth2"
+CLIENT_PATH = "/client"  # tobira's OAuth 2.0 client_id is this URL
 APP_DESCRIPTION = "Sign in with your Misskey account."
 
 
@@ -72,8 +75,14 @@ async def start_sign_in(request: Request, services: Services, text: str, return_
         await ratelimit.limit(services, request, "login", settings.login_rate_limit)
         instance = allowed_instance(services, text)
         info = await services.discovery.lookup(instance)
-        method = choose_method(settings.auth_methods, miauth_supported=info.miauth)
-        if method == "legacy":
+        # Asked only where the operator allows OAuth 2.0: everyone else's sign-in costs no extra request.
+        meta = await oauth2.metadata(services.client, instance) if "oauth2" in settings.auth_methods else None
+        method = choose_method(
+            settings.auth_methods, miauth_supported=info.miauth, oauth2_supported=meta is not None
+        )
+        if method == "oauth2" and meta is not None:
+            session_id, location = await _start_oauth2(services, meta)
+        elif method == "legacy":
             secret = await _app_secret(services, instance)
             session_id, location = await legacy.generate(services.client, instance, secret)
         else:
@@ -97,17 +106,44 @@ async def start_sign_in(request: Request, services: Services, text: str, return_
     return response
 
 
-def choose_method(allowed: list[str], *, miauth_supported: bool) -> str:
-    """The first allowed method the server supports: MiAuth where it has it, the legacy flow where not.
-
-    OAuth 2.0 is not implemented yet and is skipped. Raises MiAuthUnsupported when nothing fits.
+def choose_method(allowed: list[str], *, miauth_supported: bool, oauth2_supported: bool = False) -> str:
+    """The first allowed method the server supports: OAuth 2.0 where it advertises it, MiAuth where it has
+    it, the legacy flow where not. Raises MiAuthUnsupported when nothing fits.
     """
     for method in allowed:
+        if method == "oauth2" and oauth2_supported:
+            return method
         if method == "miauth" and miauth_supported:
             return method
         if method == "legacy" and not miauth_supported:
             return method
     raise MiAuthUnsupported()
+
+
+def _oauth2_client(services: Services) -> tuple[str, str]:
+    """(client_id, redirect_uri): tobira's client document URL and its OAuth 2.0 callback."""
+    origin = services.settings.public_origin
+    return origin + CLIENT_PATH, origin + OAUTH2_CALLBACK
+
+
+async def _start_oauth2(services: Services, meta: oauth2.OAuthMetadata) -> tuple[str, str]:
+    """A new `state` (a uuid4, bound to the browser like a MiAuth session) and the consent URL.
+
+    The PKCE verifier and the expected issuer wait in the store under the state until the callback.
+    """
+    state, verifier = miauth.new_session_id(), oauth2.new_verifier()
+    record = oauth2.pending_record(verifier=verifier, issuer=meta.issuer, token_endpoint=meta.token_endpoint)
+    await services.store.put(f"oauth2:{state}", record, PENDING_TTL)
+    client_id, redirect_uri = _oauth2_client(services)
+    location = oauth2.authorize_url(
+        meta,
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        scopes=services.settings.permissions,
+        state=state,
+        code_challenge=oauth2.challenge(verifier),
+    )
+    return state, location
 
 
 async def _app_secret(services: Services, instance: Instance) -> str:
@@ -190,6 +226,67 @@ async def legacy_callback(request: Request, services: ServicesDep, token: str | 
     response = await finish_sign_in(request, services, token if valid else None, "legacy", check)
     response.headers.update(CALLBACK_HEADERS)
     return response
+
+
+@router.get(OAUTH2_CALLBACK)
+async def oauth2_callback(
+    request: Request,
+    services: ServicesDep,
+    state: Annotated[str | None, Query(max_length=128)] = None,
+    code: Annotated[str | None, Query(max_length=2048)] = None,
+    iss: Annotated[str | None, Query(max_length=2048)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    valid = state is not None and miauth.is_session_id(state) and bool(code or error)
+
+    async def check(match: PendingSignIn) -> tuple[Approval | None, str]:
+        key = f"oauth2:{match.session}"
+        record = oauth2.read_pending_record(await services.store.get(key))
+        await services.store.delete(key)
+        if record is None:
+            raise BadRequest(
+                "This sign-in has expired or is already finished. Please sign in again.",
+                code=ErrorCode.NO_SIGN_IN_PENDING,
+            )
+        if error or not code:  # denied (or failed) on the server: nothing to exchange
+            return None, ""
+        verifier, issuer, token_endpoint = record
+        if iss != issuer:
+            # Mix-up defence: a code from another server must never reach this server's token endpoint.
+            log.warning("OAuth 2.0 callback from an unexpected issuer")
+            raise Forbidden(
+                "This sign-in was not started in this browser. Please sign in again from here.",
+                code=ErrorCode.SIGN_IN_MISMATCH,
+            )
+        client_id, redirect_uri = _oauth2_client(services)
+        approval = await oauth2.exchange(
+            services.client,
+            match.instance,
+            token_endpoint,
+            code=code,
+            verifier=verifier,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+        )
+        return approval, approval.token if approval else ""
+
+    response = await finish_sign_in(request, services, state if valid else None, "oauth2", check)
+    response.headers.update(CALLBACK_HEADERS)
+    return response
+
+
+@router.get(CLIENT_PATH)
+async def client_document(request: Request, services: ServicesDep) -> Response:
+    """The client_id document: JSON client metadata when asked for JSON only, else HTML with an h-app."""
+    settings = services.settings
+    client_id, redirect_uri = _oauth2_client(services)
+    logo = settings.app_icon or settings.public_origin + "/static/tobira.svg"
+    headers = {"Link": f'<{redirect_uri}>; rel="redirect_uri"', "Vary": "Accept"}
+    accept = request.headers.get("accept", "")
+    about = {"name": settings.app_name, "logo": logo, "redirect_uri": redirect_uri}
+    if "application/json" in accept and "text/html" not in accept:
+        return JSONResponse(oauth2.client_metadata(client_id, **about), headers=headers)
+    return HTMLResponse(oauth2.client_document(client_id, **about), headers=headers)
 
 
 Check = Callable[[PendingSignIn], Awaitable[tuple[Approval | None, str]]]

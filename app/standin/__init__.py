@@ -31,6 +31,10 @@ flow — `app/create`, `auth/session/generate`, the consent page `GET /auth/{tok
 account, `POST /auth/{token}/accept`, then `303` to `callbackUrl?token=TOKEN`) and Deny, and
 `auth/session/userkey` once; the API key `sha256(accessToken + secret)` authenticates as the token.
 
+With `StandinConfig(oauth2=True)` it also speaks OAuth 2.0 (`app.standin.oauth2`): the authorization server
+metadata, `GET /oauth/authorize` (reads the client_id document for its redirect URIs), `POST /oauth/decision`
+and `POST /oauth/token` (PKCE S256, single-use codes); the token works for the API like a MiAuth one.
+
 `StandinState` (`app.state.standin`, `RunningStandin.state`) holds the consent views, tokens, notes, files,
 per-session check counts (`check_count`) and every API call received (`calls`: endpoint, credential, headers,
 body keys). `issue_token` lets a test skip the consent flow, `revoke` plays the person revoking an app in

@@ -43,6 +43,7 @@ class StandinConfig:
     version: str = "2026.5.4"
     software: str = "misskey"  # nodeinfo software.name; forks say "sharkey", "cherrypick", …
     miauth: bool = True  # False: no features.miauth in api/meta (as before 12.28) and no MiAuth routes
+    oauth2: bool = False  # True: OAuth 2.0 as Misskey 2023.9+ (`app.standin.oauth2`), beside MiAuth
     federation: bool = False  # False: /.well-known/nodeinfo is an empty 403, like a fresh Misskey
     revoke_token_self: bool = False  # True: `i/revoke-token` accepts an app token revoking itself (204)
     rate_limit_notes_create: int | None = None  # calls per hour per user; None: no limit

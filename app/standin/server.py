@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from app.standin import entities, legacy
+from app.standin import entities, legacy, oauth2
 from app.standin.api import ALLOWED_METHODS, handle_api, handle_check
 from app.standin.config import StandinConfig
 from app.standin.consent import (
@@ -66,6 +66,13 @@ def create_standin_app(config: StandinConfig) -> Starlette:
             Route("/auth/{token}", _legacy_consent, methods=["GET"]),
             Route("/auth/{token}/accept", _legacy_accept, methods=["POST"]),
             Route("/auth/{token}/deny", _deny, methods=["POST"]),
+        ]
+    if config.oauth2:
+        routes += [
+            Route("/.well-known/oauth-authorization-server", oauth2.metadata, methods=["GET"]),
+            Route("/oauth/authorize", oauth2.authorize, methods=["GET"]),
+            Route("/oauth/decision", oauth2.decision, methods=["POST"]),
+            Route("/oauth/token", oauth2.token, methods=["POST"]),
         ]
     routes.append(Route("/api/{endpoint:path}", handle_api, methods=ALLOWED_METHODS))
     app = Starlette(routes=routes)

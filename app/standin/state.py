@@ -23,6 +23,7 @@ from app.standin.config import StandinConfig, StandinUser
 if TYPE_CHECKING:
     from app.standin.faults import Fault
     from app.standin.legacy import LegacyApp, LegacySession
+    from app.standin.oauth2 import AuthorizationRequest, Grant
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 _AID_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, the epoch of Misskey's "aid" ids
@@ -119,6 +120,9 @@ class StandinState:
         self.calls: list[RecordedCall] = []
         self.legacy_apps: dict[str, LegacyApp] = {}  # by secret
         self.legacy_sessions: dict[str, LegacySession] = {}  # by session token
+        self.oauth2_requests: dict[str, AuthorizationRequest] = {}  # consent pages shown, by transaction id
+        self.oauth2_grants: dict[str, Grant] = {}  # by authorization code
+        self.oauth2_token_requests: list[dict[str, str]] = []  # the form of every `POST /oauth/token`
         self.userkey_calls: list[str] = []  # the session token of every `auth/session/userkey`
         self.faults: dict[str, Fault] = {}  # route → fault; tests set and clear it while the server runs
         self.route_hits: Counter[str] = (
