@@ -2,7 +2,8 @@
 
 `POST /api/meta` is the primary signal (name, icon, version, `features.miauth`); nodeinfo adds the
 software's name and version where the server answers it (a fresh Misskey refuses `/.well-known/nodeinfo`
-but still serves `/nodeinfo/2.1`). Results are cached per host for a while. Protocol code: no web framework.
+but still serves `/nodeinfo/2.1`), and the OAuth 2.0 metadata the permissions the server knows, where it
+publishes `scopes_supported`. Results are cached per host for a while. Protocol code: no web framework.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 from app.errors import InstanceError, InstanceUnreachable, NotMisskey
 from app.hosts import Instance
+from app.oauth2 import scopes_supported
 
 NODEINFO_SCHEMAS = (
     "http://nodeinfo.diaspora.software/ns/schema/2.1",
@@ -28,6 +30,7 @@ NODEINFO_PATHS = ("/nodeinfo/2.1", "/nodeinfo/2.0")
 NODEINFO_DEADLINE = 4.0
 MAX_TEXT = 256
 MAX_URL = 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,11 @@ class ServerInfo:
     miauth: bool
     software: str | None = None
     software_version: str | None = None
+    scopes: tuple[str, ...] | None = None  # `scopes_supported`, None where the server publishes none
+
+    def missing(self, permissions: list[str]) -> list[str]:
+        """The requested permissions this server does not list ([] when it publishes no list)."""
+        return [name for name in permissions if self.scopes is not None and name not in self.scopes]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -134,13 +142,16 @@ class Discovery:
         self._cache: OrderedDict[str, tuple[float, ServerInfo]] = OrderedDict()
         self._in_flight: dict[str, asyncio.Task[ServerInfo]] = {}
 
-    async def _nodeinfo(self, instance: Instance) -> tuple[str | None, str | None]:
-        """Nodeinfo within its own, shorter deadline: it is a bonus, never worth the whole time bound."""
+    async def _bonus(
+        self, fetch: Callable[[httpx.AsyncClient, Instance], Awaitable[T]], instance: Instance, default: T
+    ) -> T:
+        """Nodeinfo or the permission list within its own, shorter deadline: a bonus, never worth the whole
+        time bound."""
         try:
             async with asyncio.timeout(self._nodeinfo_deadline):
-                return await fetch_nodeinfo(self._client, instance)
+                return await fetch(self._client, instance)
         except TimeoutError:
-            return None, None
+            return default
 
     async def lookup(self, instance: Instance) -> ServerInfo:
         """ServerInfo for the instance; raises the InstanceError subclasses of the guard and NotMisskey.
@@ -166,11 +177,14 @@ class Discovery:
             task.exception()  # retrieved here, so that nobody waiting is not an "unretrieved" warning
 
     async def _discover(self, instance: Instance) -> ServerInfo:
-        nodeinfo = asyncio.create_task(self._nodeinfo(instance))
+        no_software: tuple[str | None, str | None] = (None, None)
+        nodeinfo = asyncio.create_task(self._bonus(fetch_nodeinfo, instance, no_software))
+        scopes = asyncio.create_task(self._bonus(scopes_supported, instance, None))
         try:
             info = await fetch_meta(self._client, instance)
         except BaseException:
             nodeinfo.cancel()
+            scopes.cancel()
             raise
         software, software_version = await nodeinfo
         info = ServerInfo(
@@ -181,6 +195,7 @@ class Discovery:
             miauth=info.miauth,
             software=software,
             software_version=software_version,
+            scopes=await scopes,
         )
         if self._ttl > 0:
             self._cache[instance.origin] = (self._clock() + self._ttl, info)

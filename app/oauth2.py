@@ -75,6 +75,21 @@ async def metadata(client: httpx.AsyncClient, instance: Instance) -> OAuthMetada
     return OAuthMetadata(issuer, authorize, token, kept)
 
 
+async def scopes_supported(client: httpx.AsyncClient, instance: Instance) -> tuple[str, ...] | None:
+    """The permission names the server publishes in its metadata's `scopes_supported`, or None when it
+    publishes no such list (no metadata, no OAuth 2.0, a malformed answer). Never raises InstanceError.
+    """
+    try:
+        response = await client.get(instance.url(METADATA_PATH))
+        document = response.json() if response.status_code == 200 else None
+    except (InstanceError, ValueError):
+        return None
+    scopes = document.get("scopes_supported") if isinstance(document, dict) else None
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        return None
+    return tuple(scopes)
+
+
 def new_verifier() -> str:
     """A fresh PKCE code verifier (RFC 7636: 43-128 unreserved characters)."""
     return secrets.token_urlsafe(VERIFIER_BYTES)

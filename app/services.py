@@ -68,6 +68,7 @@ def build_services(
             max_age=settings.session_max_age,
             clock=clock,
         ),
-        endpoints=EndpointPolicy(settings.proxy_endpoints),
+        # Identity-only sign-in (no permissions): the token can call nothing, so the proxy forwards nothing.
+        endpoints=EndpointPolicy(settings.proxy_endpoints if settings.permissions else []),
         clock=clock,
     )

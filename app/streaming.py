@@ -96,6 +96,9 @@ class StreamingApp:
         if "origin" not in headers or not is_same_origin(headers, services.settings.public_origin):
             await _deny(scope, send, 403)
             return
+        if not services.settings.permissions:  # identity-only: the token may not stream either
+            await _deny(scope, send, 403)
+            return
         session = services.cookies.read(connection.cookies.get(services.cookies.session_name))
         if session is None or await services.store.exists(f"ended:{session.sid}"):
             await _deny(scope, send, 401)

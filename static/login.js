@@ -1,5 +1,6 @@
 // The sign-in form's helpers. The form works without this script; it only adds, before the form is sent:
-// - the server as tobira sees it (name, icon, software), asked from /lookup while the person types;
+// - the server as tobira sees it (name, icon, software), asked from /lookup while the person types, and the
+//   requested permissions it does not offer, in the words the form's own permission list uses;
 // - the servers this browser used recently, kept in localStorage on this device only and sent nowhere
 //   until the person picks one.
 // Translated texts come from the page (data-* attributes), so this file needs no catalogue of its own.
@@ -53,7 +54,22 @@
     card.append(text);
     const nodes = [card];
     if (info.miauth === false) nodes.push(element("p", "warning", words.noMiauth));
+    const missing = Array.isArray(info.missingPermissions) ? info.missingPermissions : [];
+    if (missing.length) nodes.push(element("p", "warning", words.missingPermissions), missingList(missing));
     show(...nodes);
+  }
+
+  // Each permission in plain words, as the form lists it (its items carry the names); the name otherwise.
+  function missingList(names) {
+    const sentences = new Map();
+    form.querySelectorAll("li[data-permission]").forEach(function (item) {
+      sentences.set(item.dataset.permission, item.textContent);
+    });
+    const list = element("ul", "missing-permissions");
+    names.forEach(function (name) {
+      list.append(element("li", "", sentences.get(String(name)) || String(name)));
+    });
+    return list;
   }
 
   function showAnswer(answer) {

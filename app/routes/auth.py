@@ -345,7 +345,11 @@ async def finish_sign_in(
     if previous is not None:
         await end_session(services, previous)
     server = {"software": info.software, "version": info.software_version or info.version, "name": info.name}
-    _, value = cookies.issue(instance, token=api_key, user=approval.user, method=method, server=server)
+    session, value = cookies.issue(instance, token=api_key, user=approval.user, method=method, server=server)
+    if not services.settings.permissions:
+        # Identity-only: the token is no longer needed once the user is known; a refusal changes nothing.
+        revoked = await revoke(services, session)
+        log.info("identity-only sign-in: token revoked: %s", revoked)
     response = RedirectResponse(match.return_to, status_code=303)
     set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
     _keep_pending(response, services, rest)

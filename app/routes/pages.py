@@ -84,8 +84,9 @@ async def lookup(
     services: ServicesDep,
     instance: Annotated[str, Query(max_length=2048)] = "",
 ) -> JSONResponse:
-    """`{"host", "name", "iconUrl", "software", "softwareName", "version", "miauth"}` for what was typed;
-    errors in Misskey's shape, their message in the page's language."""
+    """`{"host", "name", "iconUrl", "software", "softwareName", "version", "miauth", "missingPermissions"}`
+    for what was typed (`missingPermissions`: the requested permissions the server does not list); errors
+    in Misskey's shape, their message in the page's language."""
     if not is_same_origin(request.headers, services.settings.public_origin):
         raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
     # The lookup makes tobira connect to hosts that strangers type, as a sign-in does.
@@ -102,6 +103,7 @@ async def lookup(
             "softwareName": SOFTWARE_NAMES.get(software, software) if software else None,
             "version": info.software_version or info.version,
             "miauth": info.miauth,
+            "missingPermissions": info.missing(services.settings.permissions),
         },
         headers={"Cache-Control": "private, max-age=60"},
     )

@@ -46,5 +46,8 @@ class StandinConfig:
     oauth2: bool = False  # True: OAuth 2.0 as Misskey 2023.9+ (`app.standin.oauth2`), beside MiAuth
     federation: bool = False  # False: /.well-known/nodeinfo is an empty 403, like a fresh Misskey
     revoke_token_self: bool = False  # True: `i/revoke-token` accepts an app token revoking itself (204)
+    # None: every misskey-js permission. A list: the only names this server knows (an older server or a
+    # fork): consent drops the others silently and OAuth 2.0 metadata's `scopes_supported` lists just these.
+    known_permissions: list[str] | None = None
     rate_limit_notes_create: int | None = None  # calls per hour per user; None: no limit
     users: list[StandinUser] = field(default_factory=default_users)

@@ -24,11 +24,19 @@ MAX_ICON_URL = 512
 MAX_SESSION = 128
 
 
-def requested_permissions(raw: str | None) -> list[str]:
+def known_permissions(config: StandinConfig | None = None) -> frozenset[str]:
+    """The permission names this server knows: misskey-js's, narrowed by `config.known_permissions`."""
+    names = permissions()
+    if config is None or config.known_permissions is None:
+        return names
+    return names & frozenset(config.known_permissions)
+
+
+def requested_permissions(raw: str | None, config: StandinConfig | None = None) -> list[str]:
     """The permissions the consent page grants, in request order (duplicates kept, as the page does)."""
     if not raw:
         return []
-    known = permissions()
+    known = known_permissions(config)
     return [name for name in raw.split(",") if name in known]
 
 
@@ -55,7 +63,7 @@ def callback_with_session(callback: str, session: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def approval_problem(view: ConsentView) -> str | None:
+def approval_problem(view: ConsentView, config: StandinConfig | None = None) -> str | None:
     """Why `miauth/gen-token` would fail for this request, or None when it succeeds."""
     if view.name is not None and len(view.name) > MAX_NAME:
         return f"the app name is longer than {MAX_NAME} characters"
@@ -63,7 +71,7 @@ def approval_problem(view: ConsentView) -> str | None:
         return f"the icon URL is longer than {MAX_ICON_URL} characters"
     if len(view.session) > MAX_SESSION:
         return f"the session id is longer than {MAX_SESSION} characters"
-    granted = requested_permissions(view.permission)
+    granted = requested_permissions(view.permission, config)
     if len(set(granted)) != len(granted):
         return "a permission is listed twice"
     return None
@@ -120,7 +128,7 @@ def consent_page(config: StandinConfig, view: ConsentView, user: StandinUser) ->
     problem = callback_problem(view)
     if problem:
         return _refused_page(config, view, problem)
-    granted = requested_permissions(view.permission)
+    granted = requested_permissions(view.permission, config)
     icon = f'<img class="icon" src="{_e(view.icon)}" alt="" width="64" height="64">' if view.icon else ""
     rights = (
         '<ul class="permissions">'

@@ -73,7 +73,7 @@ def app_create(state: StandinState, params: dict[str, object]) -> object:
     callback = params.get("callbackUrl")
     if callback is not None and not isinstance(callback, str):
         raise invalid_param("#/properties/callbackUrl/type", "must be string,null")
-    granted = tuple(requested_permissions(",".join(permission)))
+    granted = tuple(requested_permissions(",".join(permission), state.config))
     secret = "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(32))
     app = LegacyApp(id=state.new_id(), name=name, callback_url=callback, permissions=granted, secret=secret)
     state.legacy_apps[secret] = app

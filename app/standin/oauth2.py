@@ -20,8 +20,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app.standin.catalog import permissions
-from app.standin.consent import _e, _page, describe_permission, notice_page
+from app.standin.consent import _e, _page, describe_permission, known_permissions, notice_page
 from app.standin.state import StandinState
 
 CODE_SECONDS = 300
@@ -72,7 +71,7 @@ async def metadata(request: Request) -> Response:
             "issuer": base,
             "authorization_endpoint": f"{base}/oauth/authorize",
             "token_endpoint": f"{base}/oauth/token",
-            "scopes_supported": sorted(permissions()),
+            "scopes_supported": sorted(known_permissions(_state(request).config)),
             "response_types_supported": ["code"],
             "grant_types_supported": ["authorization_code"],
             "service_documentation": "https://misskey-hub.net",
@@ -110,7 +109,7 @@ async def authorize(request: Request) -> Response:
         return _refuse(state, "The client_id could not be fetched.")
     if redirect_uri not in uris:
         return _refuse(state, "The redirect_uri is not one the client announces.")
-    known = permissions()
+    known = known_permissions(state.config)
     scopes = tuple(s for s in query.get("scope", "").split() if s in known)
     auth = AuthorizationRequest(
         client_id, name or client_id, redirect_uri, scopes, query.get("state"), query["code_challenge"]

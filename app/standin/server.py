@@ -156,11 +156,11 @@ async def _accept(request: Request) -> Response:
     problem = callback_problem(view)
     if problem:
         return _notice(state, "Invalid callback", f"This app cannot be authorised: {problem}.", 400)
-    failure = approval_problem(view)
+    failure = approval_problem(view, state.config)
     if failure is None:
         state.issue_token(
             user.username,
-            requested_permissions(view.permission),
+            requested_permissions(view.permission, state.config),
             session=session,
             name=view.name,
             icon_url=view.icon,
