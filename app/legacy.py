@@ -18,7 +18,7 @@ import httpx
 
 from app.errors import InstanceBadAnswer
 from app.hosts import Instance
-from app.miauth import TOKEN, Approval, _profile, post_json
+from app.miauth import TOKEN, Approval, post_json, profile
 from app.store import Store
 
 # Server-made session tokens (uuids on Misskey): short printable ASCII, nothing that could smuggle syntax.
@@ -128,4 +128,4 @@ async def userkey(client: httpx.AsyncClient, instance: Instance, secret: str, to
     access_token = answer.get("accessToken")
     if not isinstance(access_token, str) or not TOKEN.fullmatch(access_token):
         raise InstanceBadAnswer()
-    return Approval(token=access_token, user=_profile(answer.get("user")))
+    return Approval(token=access_token, user=profile(answer.get("user")))

@@ -64,7 +64,8 @@ async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -
         raise InstanceBadAnswer() from None
 
 
-def _profile(user: Any) -> dict[str, Any]:
+def profile(user: Any) -> dict[str, Any]:
+    """The user object of a sign-in answer, any method; InstanceBadAnswer without string id and username."""
     if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"]:
         raise InstanceBadAnswer()
     if not isinstance(user.get("username"), str):
@@ -85,4 +86,4 @@ async def check(client: httpx.AsyncClient, instance: Instance, session: str) -> 
     token = body.get("token")
     if not isinstance(token, str) or not TOKEN.fullmatch(token):
         raise InstanceBadAnswer()
-    return Approval(token=token, user=_profile(body.get("user")))
+    return Approval(token=token, user=profile(body.get("user")))

@@ -23,7 +23,7 @@ import httpx
 from app.errors import InstanceBadAnswer, InstanceError
 from app.hosts import Instance
 from app.legacy import same_origin
-from app.miauth import TOKEN, Approval, _profile, post_json
+from app.miauth import TOKEN, Approval, post_json, profile
 
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 VERIFIER_BYTES = 64  # 86 URL-safe characters: within RFC 7636's 43-128
@@ -159,7 +159,7 @@ async def exchange(
     status, user = await post_json(client, instance.url("/api/i"), {"i": token})
     if status != 200:
         raise InstanceBadAnswer()
-    return Approval(token=token, user=_profile(user))
+    return Approval(token=token, user=profile(user))
 
 
 def client_metadata(client_id: str, *, name: str, logo: str, redirect_uri: str) -> dict[str, Any]:

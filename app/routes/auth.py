@@ -357,7 +357,7 @@ async def finish_sign_in(
     return response
 
 
-def _keep_pending(response: Response, services: Services, rest: list) -> None:  # type: ignore[type-arg]
+def _keep_pending(response: Response, services: Services, rest: list[PendingSignIn]) -> None:
     cookies = services.cookies
     if rest:
         set_cookie(response, services, cookies.pending_name, cookies.write_pending(rest), PENDING_TTL)

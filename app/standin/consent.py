@@ -94,6 +94,20 @@ def describe_permission(name: str) -> str:
     return f"{verb.capitalize()} {rest.replace(':', ': ').replace('-', ' ')}"
 
 
+def permission_items(names: list[str] | tuple[str, ...]) -> str:
+    """The permissions as list items, in words with the name beside."""
+    return "".join(f"<li>{_e(describe_permission(p))} <code>{_e(p)}</code></li>" for p in names)
+
+
+def accept_buttons(users: list[StandinUser]) -> str:
+    """One "Accept as @name" submit button per account (field `user`), for the legacy and OAuth pages."""
+    return "".join(
+        f'<li><button type="submit" class="accept" name="user" value="{_e(user.username)}">'
+        f"Accept as @{_e(user.username)}</button></li>"
+        for user in users
+    )
+
+
 def account_page(config: StandinConfig, view: ConsentView, users: list[StandinUser]) -> str:
     """Step one: choose the account (a GET form re-opening this page with `user=USERNAME`)."""
     problem = callback_problem(view)
@@ -131,9 +145,7 @@ def consent_page(config: StandinConfig, view: ConsentView, user: StandinUser) ->
     granted = requested_permissions(view.permission, config)
     icon = f'<img class="icon" src="{_e(view.icon)}" alt="" width="64" height="64">' if view.icon else ""
     rights = (
-        '<ul class="permissions">'
-        + "".join(f"<li>{_e(describe_permission(p))} <code>{_e(p)}</code></li>" for p in granted)
-        + "</ul>"
+        '<ul class="permissions">' + permission_items(granted) + "</ul>"
         if granted
         else "<p>No permissions: the app only learns who you are.</p>"
     )

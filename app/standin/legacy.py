@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from app.standin import entities
-from app.standin.consent import _e, _page, describe_permission, requested_permissions
+from app.standin.consent import _e, _page, accept_buttons, permission_items, requested_permissions
 from app.standin.responses import ApiError, invalid_param
 from app.standin.state import TOKEN_ALPHABET, StandinState
 
@@ -120,14 +120,8 @@ def approve(state: StandinState, token: str, username: str) -> str | None:
 
 def consent_page(state: StandinState, session: LegacySession) -> str:
     """The consent page: the app, its permissions in words, and Accept (one per account) / Deny."""
-    rights = "".join(
-        f"<li>{_e(describe_permission(p))} <code>{_e(p)}</code></li>" for p in session.app.permissions
-    )
-    accounts = "".join(
-        f'<li><button type="submit" class="accept" name="user" value="{_e(user.username)}">'
-        f"Accept as @{_e(user.username)}</button></li>"
-        for user in state.users.values()
-    )
+    rights = permission_items(session.app.permissions)
+    accounts = accept_buttons(list(state.users.values()))
     base = f"/auth/{_e(session.token)}"
     body = (
         f"<h1>Allow {_e(session.app.name)} to use your account?</h1>"

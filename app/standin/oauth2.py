@@ -20,7 +20,14 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app.standin.consent import _e, _page, describe_permission, known_permissions, notice_page
+from app.standin.consent import (
+    _e,
+    _page,
+    accept_buttons,
+    known_permissions,
+    notice_page,
+    permission_items,
+)
 from app.standin.state import StandinState
 
 CODE_SECONDS = 300
@@ -116,12 +123,8 @@ async def authorize(request: Request) -> Response:
     )
     txid = secrets.token_urlsafe(16)
     state.oauth2_requests[txid] = auth
-    rights = "".join(f"<li>{_e(describe_permission(p))} <code>{_e(p)}</code></li>" for p in scopes)
-    accounts = "".join(
-        f'<li><button type="submit" class="accept" name="user" value="{_e(u.username)}">'
-        f"Accept as @{_e(u.username)}</button></li>"
-        for u in state.users.values()
-    )
+    rights = permission_items(scopes)
+    accounts = accept_buttons(list(state.users.values()))
     hidden = f'<input type="hidden" name="txid" value="{_e(txid)}">'
     body = (
         f"<h1>Allow {_e(auth.client_name)} to use your account?</h1>"
