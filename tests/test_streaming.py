@@ -15,7 +15,7 @@ from websockets.typing import Origin
 
 from app.errors import AddressForbidden
 from app.guard import GuardSettings, build_guard
-from app.standin import RunningStandin
+from app.standin import Fault, FaultKind, RunningStandin
 from tests.conftest import Browser, TobiraProcess
 
 pytestmark = pytest.mark.anyio
@@ -151,6 +151,30 @@ async def test_the_token_never_reaches_the_log(
     assert "stream opened to 127.0.0.2" in log
     assert tokens
     assert [token for token in tokens if token in log] == []
+
+
+@pytest.mark.parametrize("location", [None, "https://127.0.0.2/elsewhere", "wss://127.0.0.2/streaming"])
+async def test_an_upstream_redirect_is_a_502_and_its_token_reaches_no_log(
+    tobira: TobiraProcess, standin: RunningStandin, new_browser: Callable[[], Browser], location: str | None
+) -> None:
+    """The instance answers the upgrade with a redirect repeating `?i=TOKEN`: websockets refuses to follow
+    it (the socket came from the guard) with an exception quoting the URL; tobira answers 502 and logs the
+    exception's type only."""
+    browser = signed_in(new_browser)
+    token = standin.state.token_of("alice")
+    assert token is not None
+    standin.state.faults["streaming"] = Fault(FaultKind.REDIRECT, location=location)
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            async with open_stream(tobira, browser):
+                pass
+    finally:
+        standin.state.faults.clear()
+    assert refused.value.response.status_code == 502
+    log = tobira.log()
+    assert f"streaming connection to 127.0.0.2:{standin.port} refused" in log
+    assert token not in log
+    assert "Traceback" not in log
 
 
 async def test_the_standin_refuses_a_bad_token(standin: RunningStandin) -> None:

@@ -11,6 +11,9 @@ a cut connection), which is the worst case for the one-shot `/check`. Faults oth
 the real answer made pathological (padded with JSON whitespace, compressed, cut short, dripped), so a client
 that fails to refuse it gets something it could use, and a test can see that.
 
+A REDIRECT on `streaming` answers the WebSocket upgrade itself, with a redirect that repeats the upgrade's
+query string (the token included), as a server that redirects every path would.
+
 `FaultLayer` is the ASGI middleware the runner puts around the stand-in. It counts every request by route
 (`StandinState.route_hits`), faulted or not, so tests can tell that tobira retried nothing and followed no
 redirect. Faults below HTTP (a reset, a close after the headers, a lying Content-Length, a drip, an endless
@@ -137,6 +140,12 @@ class FaultLayer:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            fault = self.state.faults.get(route_of(scope["path"]))
+            if fault is not None and fault.kind is FaultKind.REDIRECT:
+                self.state.route_hits[route_of(scope["path"])] += 1
+                _redirect_upgrade(fault, scope, send, self.state)
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -221,6 +230,20 @@ def _replay(answer: _Answer, body: bytes) -> Response:
 def _html_page(status: int) -> str:
     title = f"{status} {http.HTTPStatus(status).phrase}"
     return f"<html><head><title>{title}</title></head><body><h1>{title}</h1><hr>nginx</body></html>"
+
+
+def _redirect_upgrade(fault: Fault, scope: Scope, send: Send, state: StandinState) -> None:
+    """Answer a WebSocket upgrade with a redirect that repeats its query string (`?i=TOKEN` included), as a
+    server redirecting every path would. Written on the raw connection: uvicorn's sans-I/O WebSocket protocol
+    has no ASGI way to answer an upgrade with a status of one's choosing."""
+    location = (fault.location or _moved(state)) + "?" + scope["query_string"].decode("latin-1")
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("a redirected upgrade needs the stand-in served by uvicorn")
+    status = fault.status_code
+    head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nLocation: {location}\r\n"
+    transport.write((head + "Content-Length: 0\r\nConnection: close\r\n\r\n").encode("latin-1"))
+    transport.close()
 
 
 def _moved(state: StandinState) -> str:
