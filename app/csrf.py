@@ -46,6 +46,28 @@ def is_same_origin(headers: Mapping[str, str], public_origin: str) -> bool:
     return origin is None or _parse_origin(origin) == expected
 
 
+def started_here(headers: Mapping[str, str], public_origin: str, *, method: str) -> bool:
+    """Whether a sign-in start comes from tobira's own pages or from the person themself.
+
+    A sign-in another site starts must never be carried out at once (login CSRF: it could sign the browser
+    in to an account of that site's choosing, or replace the account someone is signed in with).
+    - A POST must pass `is_same_origin` and carry `Origin` or `Sec-Fetch-Site`: every browser sends one of
+      them on a form post, so a post with neither cannot be told apart from another site's.
+    - A GET (a plain link such as `/login?instance=…`) is refused when `Sec-Fetch-Site` says another site
+      (`cross-site`, or `same-site` for a sibling subdomain) or `Origin` names another origin; `none` is a
+      typed or bookmarked address, which goes on. Browsers without Fetch Metadata send neither on a link,
+      and are let through: nothing in the request tells them apart.
+    """
+    if method == "POST":
+        has_header = "sec-fetch-site" in headers or "origin" in headers
+        return has_header and is_same_origin(headers, public_origin)
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site not in (None, "none", "same-origin"):
+        return False
+    origin = headers.get("origin")
+    return origin is None or _parse_origin(origin) == _parse_origin(public_origin.removesuffix("/"))
+
+
 @functools.lru_cache(maxsize=1024)  # the same few origins on every proxied request
 def _parse_origin(value: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of a serialised origin, or None if it is anything else (including "null")."""

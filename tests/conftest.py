@@ -166,9 +166,10 @@ class Browser:
     standin: RunningStandin
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=20))
     last_session: str | None = None
+    origin: str | None = None  # the Origin its pages have, when tobira's public URL is not `tobira`
 
     def post_form(self, path: str, data: dict[str, str]) -> httpx.Response:
-        return self.client.post(self.tobira + path, data=data, headers={"Origin": self.tobira})
+        return self.client.post(self.tobira + path, data=data, headers={"Origin": self.origin or self.tobira})
 
     def start(self, instance: str | None = None, return_to: str | None = None) -> httpx.Response:
         """Submit the sign-in form; on success the answer is a 303 to the consent page."""

@@ -206,14 +206,20 @@ def test_keyboard_focus_and_enter(visit: Callable[..., Visit], site: Site, tobir
     seen.page.wait_for_url(f"{tobira.url}/login?return_to=%2Fafter")
 
 
-def test_instance_goes_straight_to_consent_and_back_signed_in(
+def test_instance_fills_the_form_and_one_click_goes_on_to_consent(
     visit: Callable[..., Visit], site: Site, tobira: TobiraProcess, standin: RunningStandin
 ) -> None:
+    """A sign-in another site starts is never carried out at once (login CSRF), not even from a button:
+    the person lands on tobira's form, filled in, and continues with one click of their own."""
     seen = visit(site.url + "/direct")
     link = enhanced(seen.page)
     assert link["href"] == f"{tobira.url}/login?instance={STANDIN_HOST}%3A{standin.port}"
     assert seen.problems == []
     seen.page.get_by_role("link", name="Sign in with Misskey").click()
+    seen.page.wait_for_url(f"{tobira.url}/login?**")
+    assert seen.page.locator("#instance").input_value() == f"{STANDIN_HOST}:{standin.port}"
+    assert seen.page.locator(".notice").is_visible()
+    seen.page.get_by_role("button", name="Continue to your server").click()
     seen.page.wait_for_url(f"{standin.url}/miauth/**")
     seen.page.get_by_role("button", name="@alice").click()
     seen.page.get_by_role("button", name="Accept").click()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.csrf import is_same_origin
+from app.csrf import is_same_origin, started_here
 
 PUBLIC = "https://tobira.example"
 SAME = "https://tobira.example"
@@ -102,3 +102,36 @@ def test_only_our_origin_passes(origin: str, fetch_site: str | None) -> None:
     allowed = is_same_origin(headers, PUBLIC)
     ours = re.fullmatch(r"https://tobira\.example(:0*443)?", origin, re.ASCII | re.IGNORECASE) is not None
     assert allowed is (ours and fetch_site in {None, "same-origin"})
+
+
+STARTS = [
+    # A form post: only from tobira's own pages, and only when the browser says so.
+    pytest.param("POST", {"origin": SAME, "sec-fetch-site": "same-origin"}, True, id="post-own-form"),
+    pytest.param("POST", {"origin": SAME}, True, id="post-origin-only"),
+    pytest.param("POST", {"sec-fetch-site": "same-origin"}, True, id="post-fetch-site-only"),
+    pytest.param("POST", {}, False, id="post-neither-header"),
+    pytest.param("POST", {"origin": "https://evil.example"}, False, id="post-other-origin"),
+    pytest.param("POST", {"sec-fetch-site": "cross-site"}, False, id="post-cross-site"),
+    pytest.param(
+        "POST",
+        {"sec-fetch-site": "same-site", "origin": "https://a.tobira.example"},
+        False,
+        id="post-sibling",
+    ),
+    pytest.param("POST", {"origin": "null"}, False, id="post-null-origin"),
+    pytest.param("POST", {"sec-fetch-site": "none"}, False, id="post-none"),
+    # A link: typed, bookmarked or followed on tobira's own pages goes on; from another site it does not.
+    pytest.param("GET", {}, True, id="get-no-fetch-metadata"),
+    pytest.param("GET", {"sec-fetch-site": "none"}, True, id="get-typed-or-bookmarked"),
+    pytest.param("GET", {"sec-fetch-site": "same-origin"}, True, id="get-own-page"),
+    pytest.param("GET", {"sec-fetch-site": "cross-site"}, False, id="get-cross-site"),
+    pytest.param("GET", {"sec-fetch-site": "same-site"}, False, id="get-sibling-subdomain"),
+    pytest.param("GET", {"sec-fetch-site": "strange"}, False, id="get-unknown-fetch-site"),
+    pytest.param("GET", {"origin": "https://evil.example"}, False, id="get-other-origin"),
+    pytest.param("GET", {"origin": SAME, "sec-fetch-site": "same-origin"}, True, id="get-own-origin"),
+]
+
+
+@pytest.mark.parametrize(("method", "headers", "expected"), STARTS)
+def test_started_here(method: str, headers: dict[str, str], expected: bool) -> None:
+    assert started_here(headers, PUBLIC, method=method) is expected

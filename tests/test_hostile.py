@@ -539,7 +539,11 @@ async def in_process(
     app = create_app(settings, resolver=resolver, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=settings.public_url) as client:
+        # As a browser on tobira's own pages: its form posts carry tobira's Origin.
+        headers = {"Origin": settings.public_origin}
+        async with httpx.AsyncClient(
+            transport=transport, base_url=settings.public_url, headers=headers
+        ) as client:
             yield client
 
 
@@ -1371,7 +1375,7 @@ def test_set_cookie_attributes_are_exact(
     origin = server.url if deployment == "http" else HTTPS_PUBLIC_URL
     prefix = "" if deployment == "http" else "__Host-"
     with httpx.Client(timeout=20, verify=TLS) as client:
-        browser = Browser(server.url, standin, client)
+        browser = Browser(server.url, standin, client, origin=origin)
         started = browser.start()
         answers = {"start": started}
         signin = set_cookies(started)[f"{prefix}tobira-signin"][0]

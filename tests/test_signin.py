@@ -283,3 +283,51 @@ def test_a_server_that_is_down_gets_a_clear_page(tmp_path: Path) -> None:
         assert "INSTANCE_UNREACHABLE" in answer.text
     finally:
         server.stop()
+
+
+CROSS_SITE_POSTS = [
+    pytest.param({"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, id="other-origin"),
+    pytest.param({"Sec-Fetch-Site": "cross-site"}, id="fetch-metadata-only"),
+    pytest.param({}, id="neither-header"),
+]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE_POSTS)
+def test_a_sign_in_another_site_posts_lands_on_the_filled_form(
+    browser: Browser, standin: RunningStandin, headers: dict[str, str]
+) -> None:
+    """Login CSRF: another site's form names a server that approves at once. Nothing starts: the person
+    sees tobira's form, filled in, and their own session stays theirs."""
+    browser.sign_in("alice")
+    hits = standin.state.route_hits["api/meta"]
+    typed = f"{STANDIN_HOST}:{standin.port}"
+    answer = browser.client.post(
+        browser.tobira + "/login", data={"instance": typed, "return_to": "/after"}, headers=headers
+    )
+    assert answer.status_code == 200
+    assert f'value="{typed}"' in answer.text
+    assert 'name="return_to" value="/after"' in answer.text
+    assert 'class="notice"' in answer.text
+    assert "set-cookie" not in answer.headers
+    assert standin.state.route_hits["api/meta"] == hits
+    assert browser.session().json()["user"]["username"] == "alice"
+    # One click of the person's own, on tobira's page, goes on.
+    assert browser.start(typed, return_to="/after").status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("fetch_site", "status"), [("cross-site", 200), ("same-site", 200), ("none", 303), ("same-origin", 303)]
+)
+def test_a_sign_in_link_from_another_site_lands_on_the_filled_form(
+    browser: Browser, standin: RunningStandin, fetch_site: str, status: int
+) -> None:
+    typed = f"{STANDIN_HOST}:{standin.port}"
+    answer = browser.client.get(
+        browser.tobira + "/login", params={"instance": typed}, headers={"Sec-Fetch-Site": fetch_site}
+    )
+    assert answer.status_code == status
+    if status == 200:
+        assert f'value="{typed}"' in answer.text
+        assert 'class="notice"' in answer.text
+    else:
+        assert answer.headers["location"].startswith(standin.url + "/miauth/")

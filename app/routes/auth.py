@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from app import legacy, miauth, oauth2, ratelimit
-from app.csrf import is_same_origin
+from app.csrf import is_same_origin, started_here
 from app.errors import (
     BadRequest,
     ErrorCode,
@@ -166,9 +166,9 @@ async def login_form(
     instance: Annotated[str | None, Query(max_length=2048)] = None,
     return_to: str | None = None,
 ) -> Response:
-    if instance:
+    if instance and started_here(request.headers, services.settings.public_origin, method="GET"):
         return await start_sign_in(request, services, instance, return_to)
-    return render_page(request, "login.html", return_to=safe_return_to(return_to), instance_text="")
+    return login_page(request, instance or "", return_to)
 
 
 @router.post("/login")
@@ -178,12 +178,28 @@ async def login_submit(
     instance: Annotated[str, Form(max_length=2048)] = "",
     return_to: Annotated[str | None, Form()] = None,
 ) -> Response:
+    if not started_here(request.headers, services.settings.public_origin, method="POST"):
+        return login_page(request, instance, return_to)
     if not instance.strip():
         error = BadRequest(
             "Type the server you use, for example misskey.io.", code=ErrorCode.INVALID_INSTANCE
         )
         return error_response(request, error, instance_text="", return_to=safe_return_to(return_to))
     return await start_sign_in(request, services, instance, return_to)
+
+
+def login_page(request: Request, instance_text: str, return_to: str | None) -> Response:
+    """The sign-in form, filled in with what a link or another site's form named: the person continues with
+    a click of their own (a sign-in another site starts is never carried out at once, see `started_here`)."""
+    if instance_text:
+        log.info("sign-in named by a link or another site: the form asks the person to continue")
+    return render_page(
+        request,
+        "login.html",
+        return_to=safe_return_to(return_to),
+        instance_text=instance_text,
+        confirm=bool(instance_text),
+    )
 
 
 async def end_session(services: Services, session: Session) -> None:
