@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     per_host_connections: int = Field(default=32, gt=0)
     login_rate_limit: int = Field(default=30, ge=0)
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
 

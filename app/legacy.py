@@ -23,6 +23,9 @@ from app.store import Store
 
 # Server-made session tokens (uuids on Misskey): short printable ASCII, nothing that could smuggle syntax.
 SESSION_TOKEN = re.compile(r"[0-9A-Za-z._~-]{1,128}")
+# Anyone can name a new server (wildcard DNS makes names endless), and each first sign-in registers an app
+# there: its secret is kept this long after its last use, not for ever. Expiry at worst costs a new app.
+APP_SECRET_TTL = 30 * 24 * 3600
 REGISTERING_SECONDS = 10.0  # how long one sign-in may hold the right to register the app
 WAIT_STEP = 0.1
 
@@ -55,12 +58,14 @@ async def app_secret(
 ) -> str:
     """The app secret for this instance, registering the app with `app/create` the first time.
 
-    A changed name, permission list or callback registers a new app. Concurrent first sign-ins wait for
-    the one registering (a duplicate registration after a timeout is harmless, only wasteful). Raises
-    InstanceBadAnswer for a malformed answer and the guard's errors for a failed request.
+    The secret is kept APP_SECRET_TTL seconds after its last use. A changed name, permission list or
+    callback registers a new app. Concurrent first sign-ins wait for the one registering (a duplicate
+    registration after a timeout is harmless, only wasteful). Raises InstanceBadAnswer for a malformed
+    answer and the guard's errors for a failed request.
     """
     key = app_key(instance, name=name, permissions=permissions, callback=callback)
     if (stored := await store.get(key)) is not None:
+        await store.put(key, stored, APP_SECRET_TTL)  # renewed when used: only forgotten servers expire
         return stored.decode()
     if not await store.claim(f"{key}:registering", REGISTERING_SECONDS):
         with anyio.move_on_after(REGISTERING_SECONDS):
@@ -78,7 +83,7 @@ async def app_secret(
     secret = answer.get("secret") if isinstance(answer, dict) else None
     if status != 200 or not isinstance(secret, str) or not TOKEN.fullmatch(secret):
         raise InstanceBadAnswer()
-    await store.put(key, secret.encode())
+    await store.put(key, secret.encode(), APP_SECRET_TTL)
     return secret
 
 

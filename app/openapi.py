@@ -118,6 +118,7 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("/logout", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
+    ("/forget-recent", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},
     ("/lookup", "get"): {

@@ -1,9 +1,11 @@
-"""Fixed-window rate limits per client address, counted in the shared store (so every replica agrees)."""
+"""Fixed-window rate limits per client (an IPv4 address or an IPv6 network, see `app.clients`), counted in the
+shared store (so every replica agrees)."""
 
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
+from app.clients import client_key
 from app.errors import RateLimited
 from app.services import Services
 
@@ -15,7 +17,8 @@ async def limit(services: Services, connection: HTTPConnection, action: str, per
     if not per_minute:
         return
     now = services.clock()
-    client = connection.client.host if connection.client else "unknown"
+    address = connection.client.host if connection.client else None
+    client = client_key(address, services.settings.rate_limit_ipv6_prefix)
     count = await services.store.incr(f"rate:{action}:{client}:{int(now // WINDOW)}", WINDOW)
     if count > per_minute:
         raise RateLimited(retry_after=WINDOW - int(now % WINDOW))

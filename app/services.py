@@ -12,6 +12,7 @@ from app.config import Settings
 from app.discovery import NODEINFO_DEADLINE, Discovery
 from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
+from app.notices import SignOutNotices
 from app.session import SessionCookies
 from app.store import Store, open_store
 from app.streaming import StreamRegistry
@@ -25,6 +26,7 @@ class Services:
     store: Store
     discovery: Discovery
     cookies: SessionCookies
+    notices: SignOutNotices
     endpoints: EndpointPolicy
     clock: Callable[[], float]
     streams: StreamRegistry = field(default_factory=StreamRegistry)
@@ -68,6 +70,7 @@ def build_services(
             max_age=settings.session_max_age,
             clock=clock,
         ),
+        notices=SignOutNotices(settings.secret_values(), secure=settings.is_production),
         # Identity-only sign-in (no permissions): the token can call nothing, so the proxy forwards nothing.
         endpoints=EndpointPolicy(settings.proxy_endpoints if settings.permissions else []),
         clock=clock,

@@ -87,6 +87,7 @@ class SessionCookies:
         self.clock = clock
         self.session_name = "__Host-tobira" if secure else "tobira"
         self.pending_name = "__Host-tobira-signin" if secure else "tobira-signin"
+        self.recent_name = "__Host-tobira-recent" if secure else "tobira-recent"  # see app.recent
         self._sessions = CookieCodec(secret_keys, "session")
         # Opening a cookie is the proxy's costliest step of its own; the same value always opens the same.
         self._opened: dict[str, Session] = {}

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import i18n
+from app import i18n, recent
 from app.errors import BadRequest, ErrorCode, RateLimited, TobiraError
 from app.services import Services
 
@@ -32,7 +32,7 @@ JSON_PREFIXES = ("/api/", "/session", "/lookup")
 # JSON routes that serve tobira's own pages: their error messages are in the page's language.
 PAGE_JSON_PREFIXES = ("/lookup",)
 # Query parameters a language switch link keeps: none of them starts anything or carries a secret.
-KEPT_PARAMETERS = ("return_to", "host", "revoked")
+KEPT_PARAMETERS = ("return_to",)
 # Pages whose error shows a page of its own; any other error shows error.html.
 ERROR_TEMPLATES = {
     ErrorCode.SIGN_IN_NOT_APPROVED: "not_approved.html",
@@ -139,6 +139,7 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
         "lang": localizer.tag,
         "languages": language_links(request, localizer.tag),
         "permissions": [localizer.permission(name) for name in settings.permissions],
+        "recent": recent.read(request.cookies.get(services.cookies.recent_name), settings.dev_origins),
     }
     response = templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
     response.headers["Content-Language"] = localizer.tag

@@ -1,8 +1,6 @@
 // The sign-in form's helpers. The form works without this script; it only adds, before the form is sent:
 // - the server as tobira sees it (name, icon, software), asked from /lookup while the person types, and the
 //   requested permissions it does not offer, in the words the form's own permission list uses;
-// - the servers this browser used recently, kept in localStorage on this device only and sent nowhere
-//   until the person picks one.
 // Translated texts come from the page (data-* attributes), so this file needs no catalogue of its own.
 "use strict";
 (function () {
@@ -11,8 +9,6 @@
   const preview = document.getElementById("server-preview");
   if (!form || !input || !preview) return;
   const words = preview.dataset;
-  const STORAGE_KEY = "tobira.recent";
-  const MAX_RECENT = 5;
   const DELAY_MS = 400;
   const answers = new Map(); // typed value → {ok, body}: each value is asked once per page
   let timer = 0;
@@ -119,69 +115,12 @@
     timer = setTimeout(function () { lookUp(value); }, delay);
   }
 
-  // Recently used servers: at most five, newest first, on this device only.
-  function recent() {
-    try {
-      const stored = JSON.parse(localStorage.getItem(STORAGE_KEY) || "[]");
-      return Array.isArray(stored)
-        ? stored.filter(function (item) { return typeof item === "string" && item && item.length <= 300; }).slice(0, MAX_RECENT)
-        : [];
-    } catch (error) {
-      return [];
-    }
-  }
-
-  function keep(list) {
-    try {
-      if (list.length) localStorage.setItem(STORAGE_KEY, JSON.stringify(list.slice(0, MAX_RECENT)));
-      else localStorage.removeItem(STORAGE_KEY);
-    } catch (error) {
-      // Storage refused (private mode, quota): the form works the same without it.
-    }
-  }
-
-  function showRecent() {
-    const box = document.getElementById("recent");
-    const list = document.getElementById("recent-list");
-    const options = document.getElementById("recent-servers");
-    if (!box || !list || !options) return;
-    const servers = recent();
-    list.replaceChildren(...servers.map(function (server) {
-      const item = element("li");
-      const button = element("button", "", server);
-      button.type = "button";
-      button.addEventListener("click", function () {
-        input.value = server;
-        input.focus();
-        schedule(0);
-      });
-      item.append(button);
-      return item;
-    }));
-    options.replaceChildren(...servers.map(function (server) {
-      const option = element("option");
-      option.value = server;
-      return option;
-    }));
-    box.hidden = servers.length === 0;
-  }
-
   input.addEventListener("input", function () { schedule(DELAY_MS); });
-  form.addEventListener("submit", function () {
-    const value = input.value.trim();
-    if (!value) return;
-    const answer = answers.get(value);
-    const server = answer && answer.ok && answer.body.host ? answer.body.host : value;
-    keep([server, ...recent().filter(function (item) { return item !== server; })]);
-  });
-  const forget = document.getElementById("recent-forget");
-  if (forget) {
-    forget.addEventListener("click", function () {
-      keep([]);
-      showRecent();
-      input.focus();
-    });
+  try {
+    // Earlier versions kept whatever was typed here; the list now comes from successful sign-ins only.
+    localStorage.removeItem("tobira.recent");
+  } catch (error) {
+    // Storage refused (private mode): nothing was kept either.
   }
-  showRecent();
   schedule(0);
 })();

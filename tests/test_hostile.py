@@ -49,6 +49,7 @@ from app.config import load_settings
 from app.crypto import CookieCodec, derive_key, key_id
 from app.hosts import parse_instance
 from app.main import create_app
+from app.notices import SignOut, SignOutNotices
 from app.standin import RunningStandin
 from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, raw_request, session_param, start_tobira
 from tests.hostile_support import (
@@ -686,7 +687,9 @@ def test_calls_for_a_session_never_follow_a_redirect(
         cookie = f"tobira={mint_session([KEY_1], instance, 'victim-token')}"
         answer = web().post(f"{tobira.url}/logout", headers={"Origin": tobira.url, "Cookie": cookie})
         assert answer.status_code == 303
-        assert answer.headers["location"] == f"/signed-out?host=127.0.0.3:{redirector.port}&revoked=0"
+        assert answer.headers["location"] == "/signed-out"
+        notice = SignOutNotices([KEY_1], secure=False).read(set_cookies(answer)["tobira-signed-out"][0])
+        assert notice == SignOut(host=f"127.0.0.3:{redirector.port}", revoked=False)
     assert len(standin.state.calls) == calls
 
 

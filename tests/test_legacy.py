@@ -256,3 +256,35 @@ def test_miauth_only_refuses_an_old_server(tmp_path: Path, old_server: RunningSt
             assert "MIAUTH_UNSUPPORTED" in answer.text
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_an_app_secret_expires_unless_used() -> None:
+    created: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        created.append(request.url.path)
+        return httpx.Response(200, json={"id": "a", "secret": f"secret{len(created)}"})
+
+    now = [1_000_000.0]
+    store = open_store("sqlite:///:memory:", clock=lambda: now[0])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+
+        async def secret_after(days: float) -> str:
+            now[0] += days * 24 * 3600
+            return await legacy.app_secret(
+                client,
+                store,
+                INSTANCE,
+                name="tobira",
+                description="d",
+                permissions=[],
+                callback="https://t/cb",
+            )
+
+        used = [await secret_after(0), await secret_after(29), await secret_after(29)]  # each use renews it
+        forgotten = await secret_after(31)
+    await store.close()
+    assert used == ["secret1", "secret1", "secret1"]
+    assert forgotten == "secret2"
+    assert legacy.APP_SECRET_TTL == 30 * 24 * 3600

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -177,8 +178,10 @@ def test_logout_ends_the_session_and_a_replayed_cookie_is_refused(browser: Brows
     cookie = browser.client.cookies["tobira"]
     answer = browser.post_form("/logout", {})
     assert answer.status_code == 303
+    assert answer.headers["location"] == "/signed-out"
     page = browser.client.get(browser.tobira + answer.headers["location"])
     assert "Settings › Apps" in page.text  # this stand-in refuses i/revoke-token like 2026.5.4
+    assert f"{browser.standin.url}/settings/apps" in page.text
     with httpx.Client() as replayer:
         replayer.cookies.set("tobira", cookie)
         assert replayer.get(browser.tobira + "/session").status_code == 401
@@ -331,3 +334,62 @@ def test_a_sign_in_link_from_another_site_lands_on_the_filled_form(
         assert 'class="notice"' in answer.text
     else:
         assert answer.headers["location"].startswith(standin.url + "/miauth/")
+
+
+def test_the_signed_out_page_believes_no_link(browser: Browser) -> None:
+    """`/signed-out` shows only what tobira recorded about this browser's sign-out, never its query."""
+    page = browser.client.get(browser.tobira + "/signed-out?host=misskey-io-login.net&revoked=0")
+    assert page.status_code == 200
+    assert "misskey-io-login.net" not in page.text
+    assert "Settings › Apps" not in page.text
+    claimed = browser.client.get(browser.tobira + "/signed-out?host=misskey.io&revoked=1")
+    assert "misskey.io" not in claimed.text and "withdrawn" not in claimed.text
+
+
+def test_the_sign_out_notice_is_this_browsers_own(browser: Browser, new_browser: Any) -> None:
+    browser.sign_in()
+    browser.post_form("/logout", {})
+    notice = browser.client.cookies["tobira-signed-out"]
+    host = f"{STANDIN_HOST}:{browser.standin.port}"
+    # The same browser sees it again, in another language too.
+    again = browser.client.get(browser.tobira + "/signed-out", params={"lang": "ja"})
+    assert host in again.text and "/settings/apps" in again.text
+    # Another browser, or the notice altered by one character, sees nothing of it.
+    other: Browser = new_browser()
+    assert host not in other.client.get(other.tobira + "/signed-out").text
+    tampered = notice[:-1] + ("A" if notice[-1] != "A" else "B")
+    other.client.cookies.set("tobira-signed-out", tampered)
+    assert host not in other.client.get(other.tobira + "/signed-out").text
+
+
+def test_only_servers_signed_in_with_are_offered_again(browser: Browser, standin: RunningStandin) -> None:
+    host = f"{STANDIN_HOST}:{standin.port}"
+    assert browser.start("localhost").status_code == 400
+    assert "tobira-recent" not in browser.client.cookies
+    browser.sign_in()
+    assert browser.client.cookies["tobira-recent"] == host
+    form = browser.client.get(browser.tobira + "/login", params={"return_to": "/after"}).text
+    assert (
+        f'<li><a href="/login?instance={host.replace(":", "%3A")}&amp;return_to=%2Fafter">{host}</a></li>'
+        in form
+    )
+
+
+def test_a_recent_list_is_parsed_again_when_read(browser: Browser, standin: RunningStandin) -> None:
+    host = f"{STANDIN_HOST}:{standin.port}"
+    browser.client.cookies.set("tobira-recent", f"javascript:alert(1)|localhost|{host}|127.0.0.1|{host}")
+    form = browser.client.get(browser.tobira + "/login").text
+    assert form.count('<li><a href="/login?instance=') == 1
+    assert "javascript" not in form and "localhost" not in form
+
+
+def test_forgetting_the_recent_list(browser: Browser) -> None:
+    browser.sign_in()
+    refused = browser.client.post(
+        browser.tobira + "/forget-recent", headers={"Origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    assert "tobira-recent" in browser.client.cookies
+    answer = browser.post_form("/forget-recent", {"return_to": "/after"})
+    assert (answer.status_code, answer.headers["location"]) == (303, "/login?return_to=%2Fafter")
+    assert "tobira-recent" not in browser.client.cookies

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app import legacy, miauth, oauth2, ratelimit
+from app import legacy, miauth, oauth2, ratelimit, recent
 from app.csrf import is_same_origin, started_here
 from app.errors import (
     BadRequest,
@@ -28,6 +29,7 @@ from app.errors import (
 )
 from app.hosts import Instance, host_matches, parse_instance
 from app.miauth import Approval
+from app.notices import MAX_AGE, SignOut
 from app.redirects import safe_return_to
 from app.services import Services
 from app.session import PENDING_TTL, PendingSignIn, Session
@@ -202,6 +204,20 @@ def login_page(request: Request, instance_text: str, return_to: str | None) -> R
     )
 
 
+@router.post("/forget-recent")
+async def forget_recent(
+    request: Request, services: ServicesDep, return_to: Annotated[str | None, Form()] = None
+) -> Response:
+    """The form's "Forget these": this browser's list of recent servers is dropped."""
+    if not is_same_origin(request.headers, services.settings.public_origin):
+        raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
+    response = RedirectResponse(
+        "/login?" + urlencode({"return_to": safe_return_to(return_to)}), status_code=303
+    )
+    delete_cookie(response, services, services.cookies.recent_name)
+    return response
+
+
 async def end_session(services: Services, session: Session) -> None:
     """Remember the session as ended until it would have expired, on every replica."""
     ttl = max(1.0, session.expires_at - services.clock())
@@ -368,6 +384,10 @@ async def finish_sign_in(
         log.info("identity-only sign-in: token revoked: %s", revoked)
     response = RedirectResponse(match.return_to, status_code=303)
     set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
+    servers = recent.remember(
+        request.cookies.get(cookies.recent_name), instance.host, services.settings.dev_origins
+    )
+    set_cookie(response, services, cookies.recent_name, servers, recent.MAX_AGE)
     _keep_pending(response, services, rest)
     log.info("signed in with %s", instance.host)
     return response
@@ -397,12 +417,12 @@ async def logout(request: Request, services: ServicesDep) -> Response:
     if not is_same_origin(request.headers, services.settings.public_origin):
         raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
     session = await current_session(services, request)
-    location = "/signed-out"
+    response = RedirectResponse("/signed-out", status_code=303)
     if session is not None:
         await end_session(services, session)
         revoked = await revoke(services, session)
-        location += f"?host={session.host}&revoked={int(revoked)}"
+        notices = services.notices
+        set_cookie(response, services, notices.name, notices.issue(SignOut(session.host, revoked)), MAX_AGE)
         log.info("signed out of %s (token revoked: %s)", session.host, revoked)
-    response = RedirectResponse(location, status_code=303)
     delete_cookie(response, services, services.cookies.session_name)
     return response

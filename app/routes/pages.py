@@ -58,19 +58,18 @@ async def session_info(request: Request, services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/signed-out")
-async def signed_out(
-    request: Request,
-    services: ServicesDep,
-    host: Annotated[str | None, Query(max_length=300)] = None,
-    revoked: Annotated[int, Query(ge=0, le=1)] = 1,
-) -> Response:
+async def signed_out(request: Request, services: ServicesDep) -> Response:
+    """What tobira recorded about this browser's sign-out (a signed cookie), never what the link says."""
+    notice = services.notices.read(request.cookies.get(services.notices.name))
     instance = None
-    if host:
+    if notice is not None:
         try:
-            instance = parse_instance(host, services.settings.dev_origins)
-        except InvalidInstance:
+            instance = parse_instance(notice.host, services.settings.dev_origins)
+        except InvalidInstance:  # a dev origin the operator has since removed
             instance = None
-    return render_page(request, "signed_out.html", instance=instance, revoked=bool(revoked))
+    return render_page(
+        request, "signed_out.html", instance=instance, revoked=notice is None or notice.revoked
+    )
 
 
 @router.get("/button")
