@@ -2,8 +2,10 @@
 
 `POST /api/meta` is the primary signal (name, icon, version, `features.miauth`); nodeinfo adds the
 software's name and version where the server answers it (a fresh Misskey refuses `/.well-known/nodeinfo`
-but still serves `/nodeinfo/2.1`), and the OAuth 2.0 metadata the permissions the server knows, where it
-publishes `scopes_supported`. Results are cached per host for a while. Protocol code: no web framework.
+but still serves `/nodeinfo/2.1`); the OAuth 2.0 authorization server metadata gives the permissions the
+server knows (`scopes_supported`) and, where it offers OAuth 2.0 as tobira needs it, the endpoints. All of it
+is asked once per discovery, and results are cached per host for a while: nothing else fetches it again.
+Protocol code: no web framework.
 """
 
 from __future__ import annotations
@@ -12,25 +14,36 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from app.errors import InstanceError, InstanceUnreachable, NotMisskey
+from app.errors import InstanceBusy, InstanceError, NotMisskey
 from app.hosts import Instance
-from app.oauth2 import scopes_supported
 
 NODEINFO_SCHEMAS = (
     "http://nodeinfo.diaspora.software/ns/schema/2.1",
     "http://nodeinfo.diaspora.software/ns/schema/2.0",
 )
 NODEINFO_PATHS = ("/nodeinfo/2.1", "/nodeinfo/2.0")
+OAUTH2_METADATA_PATH = "/.well-known/oauth-authorization-server"
 NODEINFO_DEADLINE = 4.0
 MAX_TEXT = 256
 MAX_URL = 1024
+MAX_ENDPOINT = 2048
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthMetadata:
+    """A server's OAuth 2.0 offer, where it is as tobira needs it: endpoints on its own origin, PKCE S256,
+    and the `iss` response parameter."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +58,11 @@ class ServerInfo:
     software: str | None = None
     software_version: str | None = None
     scopes: tuple[str, ...] | None = None  # `scopes_supported`, None where the server publishes none
+    oauth2: OAuthMetadata | None = None  # None where the server offers no OAuth 2.0 tobira can use
 
     def missing(self, permissions: list[str]) -> list[str]:
         """The requested permissions this server does not list ([] when it publishes no list)."""
         return [name for name in permissions if self.scopes is not None and name not in self.scopes]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "name": self.name,
-            "iconUrl": self.icon_url,
-            "version": self.version,
-            "miauth": self.miauth,
-            "software": self.software,
-            "softwareVersion": self.software_version,
-        }
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
@@ -79,7 +82,7 @@ async def fetch_meta(client: httpx.AsyncClient, instance: Instance) -> ServerInf
     response = await client.post(instance.url("/api/meta"), json={})
     status = response.status_code
     if status == 429 or status >= 500:
-        raise InstanceUnreachable("The server is busy or under maintenance right now. Try again later.")
+        raise InstanceBusy()
     try:
         meta = response.json()
     except ValueError:
@@ -120,6 +123,55 @@ async def fetch_nodeinfo(client: httpx.AsyncClient, instance: Instance) -> tuple
             name = _text(software.get("name"), 64)
             return (name.lower() if name else None), _text(software.get("version"), 64)
     return None, None
+
+
+AuthorizationServer = tuple[tuple[str, ...] | None, OAuthMetadata | None]
+
+
+async def fetch_authorization_server(client: httpx.AsyncClient, instance: Instance) -> AuthorizationServer:
+    """(`scopes_supported`, the OAuth 2.0 offer) from the server's authorization server metadata, each None
+    where it has none (no metadata, a malformed one, no usable OAuth 2.0). Never raises InstanceError."""
+    try:
+        response = await client.get(instance.url(OAUTH2_METADATA_PATH))
+        document = response.json() if response.status_code == 200 else None
+    except (InstanceError, ValueError):
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    scopes = document.get("scopes_supported")
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        scopes = None
+    return (None if scopes is None else tuple(scopes)), _oauth2_offer(document, instance)
+
+
+def _oauth2_offer(document: dict[str, Any], instance: Instance) -> OAuthMetadata | None:
+    """The offer in a metadata document: both endpoints on the instance's own origin, S256 among the PKCE
+    methods, the `iss` response parameter announced and the issuer the instance's own origin."""
+    issuer = document.get("issuer")
+    authorize, token = document.get("authorization_endpoint"), document.get("token_endpoint")
+    methods = document.get("code_challenge_methods_supported")
+    if not isinstance(issuer, str) or issuer.rstrip("/") != instance.origin or len(issuer) > MAX_URL:
+        return None
+    if document.get("authorization_response_iss_parameter_supported") is not True:
+        return None
+    if not isinstance(methods, list) or "S256" not in methods:
+        return None
+    if not (_on_origin(authorize, instance) and _on_origin(token, instance)):
+        return None
+    assert isinstance(authorize, str) and isinstance(token, str)
+    return OAuthMetadata(issuer, authorize, token)
+
+
+def _on_origin(url: Any, instance: Instance) -> bool:
+    """True for an absolute URL of sane length on the instance's own origin, without user information."""
+    if not isinstance(url, str) or len(url) > MAX_ENDPOINT:
+        return False
+    try:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    except ValueError:
+        return False
+    return origin == instance.origin and not parts.username and not parts.password
 
 
 class Discovery:
@@ -178,24 +230,19 @@ class Discovery:
 
     async def _discover(self, instance: Instance) -> ServerInfo:
         no_software: tuple[str | None, str | None] = (None, None)
+        nothing: AuthorizationServer = (None, None)
         nodeinfo = asyncio.create_task(self._bonus(fetch_nodeinfo, instance, no_software))
-        scopes = asyncio.create_task(self._bonus(scopes_supported, instance, None))
+        authorization = asyncio.create_task(self._bonus(fetch_authorization_server, instance, nothing))
         try:
             info = await fetch_meta(self._client, instance)
         except BaseException:
             nodeinfo.cancel()
-            scopes.cancel()
+            authorization.cancel()
             raise
         software, software_version = await nodeinfo
-        info = ServerInfo(
-            host=info.host,
-            name=info.name,
-            icon_url=info.icon_url,
-            version=info.version,
-            miauth=info.miauth,
-            software=software,
-            software_version=software_version,
-            scopes=await scopes,
+        scopes, oauth2 = await authorization
+        info = replace(
+            info, software=software, software_version=software_version, scopes=scopes, oauth2=oauth2
         )
         if self._ttl > 0:
             self._cache[instance.origin] = (self._clock() + self._ttl, info)

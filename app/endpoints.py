@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Final
 
-from app.errors import BadRequest, ErrorCode, Forbidden
+from app.errors import EndpointNotAllowed, InvalidEndpoint
 
 MAX_NAME_LENGTH = 128
 _SEGMENTS = r"[a-z0-9_-]+(?:/[a-z0-9_-]+)*"
@@ -130,10 +130,10 @@ class EndpointPolicy:
     def check(self, name: str) -> None:
         """Return if the proxy may forward `name`.
 
-        Raises BadRequest (INVALID_ENDPOINT) if `name` is not a well-formed endpoint name, Forbidden
-        (ENDPOINT_NOT_ALLOWED) if the deny list or the allow list refuses it.
+        Raises InvalidEndpoint if `name` is not a well-formed endpoint name, EndpointNotAllowed if the deny
+        list or the allow list refuses it.
         """
         if not isinstance(name, str) or not ENDPOINT_NAME.fullmatch(name):
-            raise BadRequest("That is not an API endpoint name.", code=ErrorCode.INVALID_ENDPOINT)
+            raise InvalidEndpoint()
         if _DENY.match(name) or (self._allow is not None and not self._allow.match(name)):
-            raise Forbidden("tobira does not forward this API endpoint.", code=ErrorCode.ENDPOINT_NOT_ALLOWED)
+            raise EndpointNotAllowed()

@@ -35,7 +35,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
-from app.errors import ErrorCode, TobiraError
+from app.errors import N_, ErrorCode, TobiraError, code_messages, error_classes
 
 TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 COOKIE = "tobira-lang"
@@ -43,11 +43,6 @@ COOKIE_MAX_AGE = 365 * 24 * 3600
 DOMAIN = "messages"
 
 log = logging.getLogger("tobira")
-
-
-def N_(message: str) -> str:
-    """Marks a message for extraction; translated later, where the language is known."""
-    return message
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,45 +122,14 @@ def translations(tag: str) -> gettext.NullTranslations:
         return gettext.NullTranslations()
 
 
-# One message per error code: what a page says when the error's own message is not one of those below.
-ERROR_MESSAGES: dict[ErrorCode, str] = {
-    ErrorCode.INVALID_INSTANCE: N_("That is not a server name tobira can use."),
-    ErrorCode.INSTANCE_NOT_ALLOWED: N_("Signing in with that server is not allowed here."),
-    ErrorCode.INSTANCE_NOT_FOUND: N_("No server by that name could be found. Check the spelling."),
-    ErrorCode.INSTANCE_ADDRESS_FORBIDDEN: N_(
-        "That server name points to an address tobira never connects to."
-    ),
-    ErrorCode.INSTANCE_UNREACHABLE: N_("The server could not be reached. It may be down; try again later."),
-    ErrorCode.INSTANCE_TIMEOUT: N_("The server took too long to answer. Try again later."),
-    ErrorCode.INSTANCE_BAD_RESPONSE: N_("The server answered something tobira cannot use."),
-    ErrorCode.INSTANCE_REFUSED: N_("The server refused the request."),
-    ErrorCode.NOT_MISSKEY: N_("That server does not look like Misskey or one of its forks."),
-    ErrorCode.MIAUTH_UNSUPPORTED: N_("That server does not support MiAuth sign-in."),
-    ErrorCode.INVALID_CALLBACK: N_("The sign-in link is incomplete."),
-    ErrorCode.NO_SIGN_IN_PENDING: N_(
-        "This sign-in has expired or is already finished. Please sign in again."
-    ),
-    ErrorCode.SIGN_IN_MISMATCH: N_(
-        "This sign-in was not started in this browser. Please sign in again from here."
-    ),
-    ErrorCode.SIGN_IN_NOT_APPROVED: N_("The sign-in was not approved on your server. You can start again."),
-    ErrorCode.CREDENTIAL_REQUIRED: N_("You are not signed in."),
-    ErrorCode.CROSS_SITE_REQUEST: N_("This request came from another site."),
-    ErrorCode.ENDPOINT_NOT_ALLOWED: N_("tobira does not forward this API endpoint."),
-    ErrorCode.INVALID_ENDPOINT: N_("That is not an API endpoint name."),
-    ErrorCode.INVALID_BODY: N_("The request is not valid."),
-    ErrorCode.PAYLOAD_TOO_LARGE: N_("The request body is too large."),
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: N_("This route does not accept that content type."),
-    ErrorCode.RATE_LIMITED: N_("Too many requests. Please wait a moment and try again."),
-    ErrorCode.NOT_FOUND: N_("There is nothing here."),
-    ErrorCode.METHOD_NOT_ALLOWED: N_("That method is not allowed here."),
-    ErrorCode.INTERNAL_ERROR: N_("Something went wrong inside tobira."),
-}
+# One message per error code: what a page says when the error's own message is not a known one.
+ERROR_MESSAGES: dict[ErrorCode, str] = code_messages()
 
 # Messages the code raises that say more than their code's message, each translated as it is.
 KNOWN_MESSAGES = frozenset(
     {
-        *ERROR_MESSAGES.values(),
+        # app/errors.py: every class's own message
+        *(cls.default_message for cls in error_classes()),
         # app/hosts.py: why what was typed is not a usable server name
         N_("Type the name of your Misskey server, for example misskey.io."),
         N_("That is too long to be a server name."),
@@ -183,14 +147,9 @@ KNOWN_MESSAGES = frozenset(
         N_("That name is reserved for local or special use; it is not a public server."),
         N_("A server name has at least one dot, as in misskey.io."),
         N_("That is not a valid server name."),
-        # app/routes/auth.py, app/discovery.py, app/guard.py, app/errors.py
-        N_("Type the server you use, for example misskey.io."),
-        N_("This sign-in is already finished."),
-        N_("The server is busy or under maintenance right now. Try again later."),
+        # app/guard.py, app/errors.py
         N_("The server's answer is too large."),
         N_("The server has no such API endpoint."),
-        N_("This request is not allowed."),
-        N_("The server did not answer in a way tobira can use."),
     }
 )
 

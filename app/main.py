@@ -14,11 +14,11 @@ from app.config import Settings, load_settings
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
-from app.routes import auth, pages
+from app.routes import account, pages, signin
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
-from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders, api_headers
+from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders
 
 
 def create_app(
@@ -50,12 +50,15 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, auth.router):
+    for router in (pages.router, signin.router, account.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    instance_sources = " ".join(["https:", *settings.dev_instances])
-    app.add_middleware(SecurityHeaders, instance_sources=instance_sources, hsts=settings.is_production)
-    app.proxy = ProxyApp(lambda: app.state.services, api_headers(hsts=settings.is_production))
+    headers = {
+        "instance_sources": " ".join(["https:", *settings.dev_instances]),
+        "hsts": settings.is_production,
+    }
+    app.add_middleware(SecurityHeaders, **headers)  # type: ignore[arg-type]
+    app.proxy = SecurityHeaders(ProxyApp(lambda: app.state.services), **headers)  # type: ignore[arg-type]
     app.streaming = StreamingApp(lambda: app.state.services)
     return app
 

@@ -1,7 +1,8 @@
 """tobira's own OpenAPI document: the pages as HTML, `/session` and the proxy in Misskey's error shape.
 
 FastAPI describes the routes it serves; this adds what it cannot know: which answers are HTML pages,
-every error status with its body, and the proxy, which is served before FastAPI's routing.
+every error status with its body, and the proxy, which is served before FastAPI's routing. The JSON answers'
+schemas come from their models (`app.answers`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app.answers import Health, ServerPreview, SessionAnswer
 
 ERROR = {
     "type": "object",
@@ -26,39 +31,19 @@ ERROR = {
         }
     },
 }
-SESSION = {
-    "type": "object",
-    "required": ["instance", "user"],
-    "properties": {
-        "instance": {"type": "string"},
-        "user": {
-            "type": "object",
-            "required": ["id", "username", "host", "name", "avatarUrl"],
-            "properties": {
-                "id": {"type": "string"},
-                "username": {"type": "string"},
-                "host": {"type": ["string", "null"]},
-                "name": {"type": ["string", "null"]},
-                "avatarUrl": {"type": ["string", "null"]},
-            },
-        },
-        "method": {"type": "string"},
-        "server": {"type": "object"},
-    },
-}
-LOOKUP = {
-    "type": "object",
-    "required": ["host", "miauth"],
-    "properties": {
-        "host": {"type": "string"},
-        "name": {"type": ["string", "null"]},
-        "iconUrl": {"type": ["string", "null"]},
-        "software": {"type": ["string", "null"]},
-        "softwareName": {"type": ["string", "null"]},
-        "version": {"type": ["string", "null"]},
-        "miauth": {"type": "boolean"},
-    },
-}
+# tobira's JSON answers (app/answers.py), as components the responses refer to.
+_, _MODELS = models_json_schema(
+    [(model, "serialization") for model in (ServerPreview, SessionAnswer, Health)],
+    by_alias=True,
+    ref_template="#/components/schemas/{model}",
+)
+COMPONENTS: dict[str, Any] = _MODELS["$defs"]
+
+
+def ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 REASONS = {
     200: "OK",
     204: "No content",
@@ -97,9 +82,9 @@ PAGE_ERRORS = html(400, 404, 405, 500)
 # The statuses each route answers, by path and method.
 RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/", "get"): {**PAGE_ERRORS, **html(200)},
-    ("/healthz", "get"): answers("application/json", {"type": "object"}, 200),
+    ("/healthz", "get"): answers("application/json", ref(Health), 200),
     ("/session", "get"): {
-        **answers("application/json", SESSION, 200),
+        **answers("application/json", ref(SessionAnswer), 200),
         **json_errors(400, 401, 404, 405, 500),
     },
     ("/login", "get"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
@@ -122,7 +107,7 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},
     ("/lookup", "get"): {
-        **answers("application/json", LOOKUP, 200),
+        **answers("application/json", ref(ServerPreview), 200),
         **json_errors(400, 403, 404, 405, 429, 500, 502, 504),
     },
 }
@@ -162,5 +147,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             for method, operation in operations.items():
                 operation["responses"] = RESPONSES.get((path, method), operation["responses"])
         schema["paths"]["/api/{endpoint}"] = PROXY
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
         app.openapi_schema = schema
     return app.openapi_schema

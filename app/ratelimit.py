@@ -19,6 +19,6 @@ async def limit(services: Services, connection: HTTPConnection, action: str, per
     now = services.clock()
     address = connection.client.host if connection.client else None
     client = client_key(address, services.settings.rate_limit_ipv6_prefix)
-    count = await services.store.incr(f"rate:{action}:{client}:{int(now // WINDOW)}", WINDOW)
+    count = await services.ledger.count(action, client, int(now // WINDOW), WINDOW)
     if count > per_minute:
         raise RateLimited(retry_after=WINDOW - int(now % WINDOW))

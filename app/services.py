@@ -12,9 +12,11 @@ from app.config import Settings
 from app.discovery import NODEINFO_DEADLINE, Discovery
 from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
+from app.ledger import Ledger
 from app.notices import SignOutNotices
 from app.session import SessionCookies
-from app.store import Store, open_store
+from app.signin.flow import SignInFlow
+from app.store import open_store
 from app.streaming import StreamRegistry
 
 
@@ -23,17 +25,18 @@ class Services:
     settings: Settings
     guard: Guard
     client: httpx.AsyncClient
-    store: Store
+    ledger: Ledger
     discovery: Discovery
     cookies: SessionCookies
     notices: SignOutNotices
+    signin: SignInFlow
     endpoints: EndpointPolicy
     clock: Callable[[], float]
     streams: StreamRegistry = field(default_factory=StreamRegistry)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        await self.store.close()
+        await self.ledger.close()
 
 
 def build_services(
@@ -54,23 +57,24 @@ def build_services(
         resolver=resolver,
     )
     client = guarded_client(guard)
+    ledger = Ledger(open_store(settings.resolved_store_url, clock=clock))
+    discovery = Discovery(
+        client,
+        ttl=settings.discovery_cache_seconds,
+        nodeinfo_deadline=min(NODEINFO_DEADLINE, settings.request_timeout),
+    )
+    cookies = SessionCookies(
+        settings.secret_values(), secure=settings.is_production, max_age=settings.session_max_age, clock=clock
+    )
     return Services(
         settings=settings,
         guard=guard,
         client=client,
-        store=open_store(settings.resolved_store_url, clock=clock),
-        discovery=Discovery(
-            client,
-            ttl=settings.discovery_cache_seconds,
-            nodeinfo_deadline=min(NODEINFO_DEADLINE, settings.request_timeout),
-        ),
-        cookies=SessionCookies(
-            settings.secret_values(),
-            secure=settings.is_production,
-            max_age=settings.session_max_age,
-            clock=clock,
-        ),
+        ledger=ledger,
+        discovery=discovery,
+        cookies=cookies,
         notices=SignOutNotices(settings.secret_values(), secure=settings.is_production),
+        signin=SignInFlow(settings, client=client, ledger=ledger, discovery=discovery, cookies=cookies),
         # Identity-only sign-in (no permissions): the token can call nothing, so the proxy forwards nothing.
         endpoints=EndpointPolicy(settings.proxy_endpoints if settings.permissions else []),
         clock=clock,

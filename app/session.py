@@ -56,6 +56,7 @@ class PendingSignIn:
     return_to: str
     method: str
     expires_at: float
+    server: dict[str, Any] = field(default_factory=dict)  # what discovery said, for the session to show
 
     @property
     def instance(self) -> Instance:
@@ -180,7 +181,14 @@ class SessionCookies:
         items = [*self.read_pending(value), sign_in][-MAX_PENDING:]
         return self.write_pending(items)
 
-    def new_pending(self, instance: Instance, session: str, return_to: str, method: str) -> PendingSignIn:
+    def new_pending(
+        self,
+        instance: Instance,
+        session: str,
+        return_to: str,
+        method: str,
+        server: dict[str, Any] | None = None,
+    ) -> PendingSignIn:
         return PendingSignIn(
             session=session,
             host=instance.host,
@@ -189,6 +197,7 @@ class SessionCookies:
             return_to=return_to,
             method=method,
             expires_at=self.clock() + PENDING_TTL,
+            server=server or {},
         )
 
     def read_pending(self, value: str | None) -> list[PendingSignIn]:

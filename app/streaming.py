@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from app.account import current_session
 from app.csrf import is_same_origin
 from app.errors import InstanceTimeout
 from app.guard import USER_AGENT
@@ -99,8 +100,8 @@ class StreamingApp:
         if not services.settings.permissions:  # identity-only: the token may not stream either
             await _deny(scope, send, 403)
             return
-        session = services.cookies.read(connection.cookies.get(services.cookies.session_name))
-        if session is None or await services.store.exists(f"ended:{session.sid}"):
+        session = await current_session(services, connection.cookies)
+        if session is None:
             await _deny(scope, send, 401)
             return
         try:
@@ -148,7 +149,7 @@ async def _open_upstream(services: Services, session: Session) -> ClientConnecti
 
 
 async def _ended_elsewhere(services: Services, session: Session) -> bool:
-    return await services.store.exists(f"ended:{session.sid}")
+    return await services.ledger.session_ended(session.sid)
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,7 +22,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import i18n, recent
-from app.errors import BadRequest, ErrorCode, RateLimited, TobiraError
+from app.csrf import is_same_origin
+from app.errors import BadRequest, CrossSiteRequest, MethodNotAllowed, NotFound, RateLimited, TobiraError
 from app.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +34,6 @@ JSON_PREFIXES = ("/api/", "/session", "/lookup")
 PAGE_JSON_PREFIXES = ("/lookup",)
 # Query parameters a language switch link keeps: none of them starts anything or carries a secret.
 KEPT_PARAMETERS = ("return_to",)
-# Pages whose error shows a page of its own; any other error shows error.html.
-ERROR_TEMPLATES = {
-    ErrorCode.SIGN_IN_NOT_APPROVED: "not_approved.html",
-    ErrorCode.NO_SIGN_IN_PENDING: "expired.html",
-}
 
 log = logging.getLogger("tobira")
 
@@ -176,29 +172,19 @@ def error_response(request: Request, error: TobiraError, **context: Any) -> Resp
         return page_error_json(request, error)
     if path.startswith(JSON_PREFIXES):
         return error_json_response(error)
-    template = ERROR_TEMPLATES.get(error.code, "error.html")
-    response = render_page(request, template, error.status, error=error, **context)
+    response = render_page(request, error.page, error.status, error=error, **context)
     if isinstance(error, RateLimited):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
-async def handle_tobira_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, TobiraError)
-    return error_response(request, exc)
-
-
-HTTP_ERRORS = {
-    404: (ErrorCode.NOT_FOUND, "There is nothing here."),
-    405: (ErrorCode.METHOD_NOT_ALLOWED, "That method is not allowed here."),
-}
+# Starlette's own refusals (no route, wrong method), as tobira's errors.
+HTTP_ERRORS: dict[int, type[TobiraError]] = {404: NotFound, 405: MethodNotAllowed}
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code, message = HTTP_ERRORS.get(exc.status_code, (ErrorCode.INVALID_BODY, "The request is not valid."))
-    error = TobiraError(message, code=code)
-    error.status = exc.status_code
+    error = HTTP_ERRORS.get(exc.status_code, BadRequest)()
     response = error_response(request, error)
     if exc.headers:
         response.headers.update(exc.headers)
@@ -209,17 +195,41 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
     return error_response(request, BadRequest("The request is not valid."))
 
 
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    # Log the type only: an exception's text may quote a token or a URL with one in it.
+def exception_response(request: Request, exc: Exception) -> Response:
+    """The answer to any exception, for FastAPI's handlers and for the proxy alike: tobira's own errors as
+    they say, anything else as an internal error whose type alone is logged (its text may quote a token)."""
+    if isinstance(exc, TobiraError):
+        return error_response(request, exc)
     log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     return error_response(request, TobiraError())
 
 
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    return exception_response(request, exc)
+
+
+def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
+    """One of tobira's cookies: HttpOnly, SameSite=Lax, for the whole site, Secure over https."""
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", secure=services.cookies.secure, httponly=True, samesite="lax"
+    )
+
+
+def delete_cookie(response: Response, services: Services, name: str) -> None:
+    response.delete_cookie(name, path="/", secure=services.cookies.secure, httponly=True, samesite="lax")
+
+
+def require_same_origin(request: Request, services: Services) -> None:
+    """Raise CrossSiteRequest unless the browser says the request comes from tobira's own pages."""
+    if not is_same_origin(request.headers, services.settings.public_origin):
+        raise CrossSiteRequest()
+
+
 EXCEPTION_HANDLERS = {
-    TobiraError: handle_tobira_error,
+    TobiraError: handle_exception,
     HTTPException: handle_http_exception,
     RequestValidationError: handle_validation_error,
-    Exception: handle_unexpected,
+    Exception: handle_exception,
 }
 
 
@@ -238,11 +248,6 @@ EMBEDDABLE_HEADERS = [
     (b"cache-control", b"public, max-age=3600"),
 ]
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-
-
-def api_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
-    """What JSON answers carry: a page policy means nothing to JSON, but sniffing and referrers do."""
-    return [(b"x-content-type-options", b"nosniff"), DEFAULT_REFERRER_POLICY, *([HSTS] if hsts else [])]
 
 
 class SecurityHeaders:

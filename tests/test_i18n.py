@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from app import i18n
 from app.catalogues import ROOT, catalogue_path, extract
 from app.config import load_settings
-from app.errors import ErrorCode, TobiraError
+from app.errors import ErrorCode, InstanceTimeout, TobiraError
 from app.main import create_app
 
 TRANSLATED = [language for language in i18n.LANGUAGES if language.tag != i18n.SOURCE]
@@ -119,7 +119,16 @@ def test_every_default_error_message_is_known() -> None:
 
 
 # The modules whose errors reach pages. The proxy's errors are JSON only (English by design).
-PAGE_MODULES = ["app.hosts", "app.routes.auth", "app.routes.pages", "app.discovery", "app.guard", "app.web"]
+PAGE_MODULES = [
+    "app.hosts",
+    "app.routes.signin",
+    "app.routes.account",
+    "app.routes.pages",
+    "app.signin.flow",
+    "app.discovery",
+    "app.guard",
+    "app.web",
+]
 ERROR_NAMES = {cls.__name__ for cls in all_error_classes()}
 
 
@@ -160,7 +169,7 @@ def test_every_permission_has_plain_words() -> None:
 
 
 def test_an_unknown_message_gets_its_codes_words() -> None:
-    error = TobiraError("Some detail nobody translated.", code=ErrorCode.INSTANCE_TIMEOUT)
+    error = InstanceTimeout("Some detail nobody translated.")
     assert (
         i18n.localizer("ja").error_message(error)
         == "サーバーの応答に時間がかかりすぎました。しばらくしてからもう一度お試しください。"

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app import legacy
 from app.errors import InstanceBadAnswer, MiAuthUnsupported
 from app.hosts import parse_instance
-from app.routes.auth import choose_method
+from app.ledger import APP_SECRET_SECONDS, Ledger
+from app.signin import legacy
+from app.signin.flow import choose_method
 from app.standin import RunningStandin
 from app.store import open_store
 from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, free_port, start_tobira
@@ -135,7 +136,7 @@ async def test_app_is_registered_once_per_configuration() -> None:
         async def register(callback: str) -> str:
             return await legacy.app_secret(
                 client,
-                store,
+                Ledger(store),
                 INSTANCE,
                 name="tobira",
                 description="d",
@@ -274,7 +275,7 @@ async def test_an_app_secret_expires_unless_used() -> None:
             now[0] += days * 24 * 3600
             return await legacy.app_secret(
                 client,
-                store,
+                Ledger(store),
                 INSTANCE,
                 name="tobira",
                 description="d",
@@ -287,4 +288,4 @@ async def test_an_app_secret_expires_unless_used() -> None:
     await store.close()
     assert used == ["secret1", "secret1", "secret1"]
     assert forgotten == "secret2"
-    assert legacy.APP_SECRET_TTL == 30 * 24 * 3600
+    assert APP_SECRET_SECONDS == 30 * 24 * 3600

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import oauth2
-from app.routes.auth import choose_method
+from app.signin import oauth2
+from app.signin.flow import choose_method
 from app.standin import RunningStandin
 from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, free_port, start_tobira
 

@@ -17,10 +17,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from app.discovery import Discovery, ServerInfo
+from app.discovery import OAUTH2_METADATA_PATH as METADATA_PATH
+from app.discovery import Discovery, ServerInfo, fetch_authorization_server
 from app.errors import ErrorCode
 from app.hosts import parse_instance
-from app.oauth2 import METADATA_PATH, scopes_supported
 from app.standin import RunningStandin, StandinConfig, run_standin_in_thread
 from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, free_port, start_tobira
 
@@ -220,7 +220,7 @@ class Metadata:
 async def test_scopes_supported(status: int, body: object, expected: tuple[str, ...] | None) -> None:
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     async with httpx.AsyncClient(transport=httpx.MockTransport(Metadata(status, raw))) as client:
-        assert await scopes_supported(client, INSTANCE) == expected
+        assert (await fetch_authorization_server(client, INSTANCE))[0] == expected
 
 
 @pytest.mark.anyio

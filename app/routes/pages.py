@@ -1,8 +1,8 @@
-"""Pages and small JSON routes: `/`, `/session`, `/signed-out`, `/button`, `/healthz`, `/lookup`.
+"""Pages and small JSON routes: `/`, `/signed-out`, `/button`, `/healthz`, `/lookup`.
 
 `/lookup` is the sign-in form's helper: what a server says about itself (name, icon, software), shown
 while the person types. It goes through the same parser, allow/deny lists and discovery (and its cache)
-as the sign-in itself, answers only tobira's own pages, and has a per-address limit of its own, looser
+as the sign-in itself, answers only tobira's own pages, and has a per-client limit of its own, looser
 than the sign-in's because typing asks more often than submitting.
 """
 
@@ -14,47 +14,25 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app import ratelimit
-from app.csrf import is_same_origin
-from app.errors import ErrorCode, Forbidden, InvalidInstance, SignedOut
+from app.account import current_session
+from app.answers import Health, ServerPreview
+from app.errors import InvalidInstance
 from app.hosts import parse_instance
-from app.routes.auth import allowed_instance, current_session
-from app.web import JSONResponse, ServicesDep, render_page
+from app.signin.flow import allowed_instance
+from app.web import JSONResponse, ServicesDep, render_page, require_same_origin
 
 router = APIRouter()
-LOOKUP_LIMIT_FACTOR = 4  # lookups per minute per address, as a multiple of TOBIRA_LOGIN_RATE_LIMIT
-# nodeinfo's software names (lower case) as their projects write them.
-SOFTWARE_NAMES = {
-    "misskey": "Misskey",
-    "sharkey": "Sharkey",
-    "cherrypick": "CherryPick",
-    "firefish": "Firefish",
-    "calckey": "Calckey",
-    "iceshrimp": "Iceshrimp",
-    "foundkey": "FoundKey",
-    "meisskey": "Meisskey",
-    "catodon": "Catodon",
-    "magnetar": "Magnetar",
-    "mitra": "Mitra",
-}
+LOOKUP_LIMIT_FACTOR = 4  # lookups per minute per client, as a multiple of TOBIRA_LOGIN_RATE_LIMIT
 
 
 @router.get("/healthz")
 async def healthz() -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(Health(status="ok").model_dump())
 
 
 @router.get("/")
 async def index(request: Request, services: ServicesDep) -> Response:
-    session = await current_session(services, request)
-    return render_page(request, "index.html", session=session)
-
-
-@router.get("/session")
-async def session_info(request: Request, services: ServicesDep) -> JSONResponse:
-    session = await current_session(services, request)
-    if session is None:
-        raise SignedOut()
-    return JSONResponse(session.public_json(), headers={"Cache-Control": "no-store"})
+    return render_page(request, "index.html", session=await current_session(services, request.cookies))
 
 
 @router.get("/signed-out")
@@ -83,26 +61,12 @@ async def lookup(
     services: ServicesDep,
     instance: Annotated[str, Query(max_length=2048)] = "",
 ) -> JSONResponse:
-    """`{"host", "name", "iconUrl", "software", "softwareName", "version", "miauth", "missingPermissions"}`
-    for what was typed (`missingPermissions`: the requested permissions the server does not list); errors
-    in Misskey's shape, their message in the page's language."""
-    if not is_same_origin(request.headers, services.settings.public_origin):
-        raise Forbidden("This request came from another site.", code=ErrorCode.CROSS_SITE_REQUEST)
+    """What the typed server says about itself (`missingPermissions`: the requested permissions it does not
+    list); errors in Misskey's shape, their message in the page's language."""
+    require_same_origin(request, services)
     # The lookup makes tobira connect to hosts that strangers type, as a sign-in does.
     limit = services.settings.login_rate_limit * LOOKUP_LIMIT_FACTOR
     await ratelimit.limit(services, request, "lookup", limit)
-    info = await services.discovery.lookup(allowed_instance(services, instance))
-    software = info.software
-    return JSONResponse(
-        {
-            "host": info.host,
-            "name": info.name,
-            "iconUrl": info.icon_url,
-            "software": software,
-            "softwareName": SOFTWARE_NAMES.get(software, software) if software else None,
-            "version": info.software_version or info.version,
-            "miauth": info.miauth,
-            "missingPermissions": info.missing(services.settings.permissions),
-        },
-        headers={"Cache-Control": "private, max-age=60"},
-    )
+    info = await services.discovery.lookup(allowed_instance(services.settings, instance))
+    answer = ServerPreview.of(info, services.settings.permissions)
+    return JSONResponse(answer.model_dump(by_alias=True), headers={"Cache-Control": "private, max-age=60"})

@@ -7,11 +7,11 @@ never forwarded. Only the status, a JSON body and `Retry-After` come back.
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
 from typing import Any
 
+import httpx
 import orjson
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -19,29 +19,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app import http1
+from app.account import current_session
 from app.csrf import is_same_origin
 from app.errors import (
     BadRequest,
-    ErrorCode,
-    Forbidden,
+    CrossSiteRequest,
     InstanceBadAnswer,
     InstanceRefused,
     MethodNotAllowed,
     PayloadTooLarge,
     SignedOut,
-    TobiraError,
     UnsupportedMediaType,
 )
-from app.routes.auth import current_session
 from app.services import Services
-from app.web import error_json, error_json_response
-
-log = logging.getLogger("tobira")
+from app.web import error_json, exception_response
 
 UPLOAD_ENDPOINT = "drive/files/create"
 UPLOAD_MAX_FIELDS = 16
 JSON_TYPE = "application/json"
-JSON_HEADERS = (("Content-Type", JSON_TYPE),)
+Headers = Sequence[tuple[str, str]]
+JSON_HEADERS: Headers = (("Content-Type", JSON_TYPE),)
 JSON_START = re.compile(rb'\s*[\[{"0-9tfn-]')
 RETRY_AFTER = re.compile(r"[\x20-\x7e]{1,64}")  # seconds or an HTTP date
 
@@ -86,10 +84,9 @@ async def json_body(request: Request, token: str, limit: int) -> bytes:
     return orjson.dumps(body)
 
 
-async def upload_parts(
-    request: Request, token: str, limit: int
-) -> tuple[dict[str, str], list[tuple[str, tuple[str, Any, str]]]]:
-    """The multipart form of an upload, the client's own `i` dropped and the token set."""
+async def upload_body(request: Request, token: str, limit: int) -> tuple[Headers, AsyncIterable[bytes]]:
+    """The upload re-encoded for the instance: (its headers, its multipart body as a stream), with the
+    client's own `i` dropped and the token set."""
     if media_type(request.headers.get("content-type")) != "multipart/form-data":
         raise UnsupportedMediaType("Upload files as multipart/form-data.")
     parser = MultiPartParser(
@@ -111,44 +108,43 @@ async def upload_parts(
         if isinstance(value, UploadFile)
     ]
     fields["i"] = token
-    return fields, files
+    # httpx only encodes here (nothing is sent through it): the guard carries the stream like any other body.
+    encoded = httpx.Request("POST", "https://instance.invalid/", data=fields, files=files)
+    headers = [(name, encoded.headers[name]) for name in ("content-type", "content-length")]
+    assert isinstance(encoded.stream, AsyncIterable)
+    return headers, encoded.stream
 
 
 async def proxy(request: Request, services: Services) -> Response:
     """Forward one API call for the signed-in person; raises TobiraError for everything refused."""
     settings = services.settings
     if not is_same_origin(request.headers, settings.public_origin):
-        raise Forbidden("Requests to the proxy must come from this site.", code=ErrorCode.CROSS_SITE_REQUEST)
+        raise CrossSiteRequest("Requests to the proxy must come from this site.")
     # The name as sent, not as decoded: "notes%2Fcreate" must not become "notes/create".
     endpoint = request.scope.get("raw_path", b"").decode("latin-1").removeprefix("/api/")
     services.endpoints.check(endpoint)
-    session = await current_session(services, request)
+    session = await current_session(services, request.cookies)
     if session is None:
         raise SignedOut()
-    url = session.instance.url(f"/api/{endpoint}")
+    headers: Headers
+    body: bytes | AsyncIterable[bytes]
     if endpoint == UPLOAD_ENDPOINT:
-        fields, files = await upload_parts(request, session.token, settings.max_upload_bytes)
-        upload = await services.client.post(url, data=fields, files=files)
-        status, content_type, content = upload.status_code, upload.headers.get("content-type"), upload.content
-        retry_after = upload.headers.get("retry-after")
+        headers, body = await upload_body(request, session.token, settings.max_upload_bytes)
     else:
-        body = await json_body(request, session.token, settings.max_body_bytes)
-        answer = await services.guard.request("POST", url, headers=JSON_HEADERS, body=body)
-        status, content, raw_type, raw_retry = (
-            answer.status,
-            answer.body,
-            answer.header(b"content-type"),
-            answer.header(b"retry-after"),
-        )
-        content_type = raw_type.decode("latin-1") if raw_type else None
-        retry_after = raw_retry.decode("latin-1") if raw_retry else None
-    return relay(status, content_type, content, retry_after)
+        headers, body = JSON_HEADERS, await json_body(request, session.token, settings.max_body_bytes)
+    answer = await services.guard.request(
+        "POST", session.instance.url(f"/api/{endpoint}"), headers=headers, body=body
+    )
+    return relay(answer)
 
 
-def relay(status: int, content_type: str | None, content: bytes, retry_after: str | None) -> Response:
+def relay(answer: http1.Answer) -> Response:
     """The instance's answer as the browser gets it: status, a JSON body and `Retry-After`, nothing else."""
+    status, content = answer.status, answer.body
     if 300 <= status < 400 or status < 200:
         raise InstanceBadAnswer("The server answered with a redirect.")
+    content_type = _text(answer.header(b"content-type"))
+    retry_after = _text(answer.header(b"retry-after"))
     headers = {"retry-after": retry_after} if retry_after and RETRY_AFTER.fullmatch(retry_after) else None
     if status >= 400:
         return relay_error(status, content_type, content, headers)
@@ -159,6 +155,10 @@ def relay(status: int, content_type: str | None, content: bytes, retry_after: st
     if media_type(content_type) != JSON_TYPE or not JSON_START.match(content):
         raise InstanceBadAnswer("The server answered something other than JSON.")
     return Response(content, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def relay_error(
@@ -185,13 +185,12 @@ def relay_error(
 class ProxyApp:
     """`POST /api/{endpoint}` as a plain ASGI app: the hot path skips FastAPI's routing and dependencies.
 
-    `services` is called per request, since the services only exist once the lifespan has started;
-    `headers` are added to every answer (the security headers that matter for JSON).
+    `services` is called per request, since the services only exist once the lifespan has started. Errors
+    become answers in the same function as everywhere else (`app.web.exception_response`).
     """
 
-    def __init__(self, services: Callable[[], Services], headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, services: Callable[[], Services]) -> None:
         self.services = services
-        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -199,10 +198,6 @@ class ProxyApp:
             if request.method != "POST":
                 raise MethodNotAllowed()
             response = await proxy(request, self.services())
-        except TobiraError as error:
-            response = error_json_response(error)
         except Exception as exc:
-            log.error("unexpected error in the proxy: %s", type(exc).__name__)
-            response = error_json_response(TobiraError())
-        response.raw_headers.extend(self.headers)
+            response = exception_response(request, exc)
         await response(scope, receive, send)

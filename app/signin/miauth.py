@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 
+from app.discovery import ServerInfo
 from app.errors import InstanceBadAnswer
 from app.hosts import Instance
+from app.signin.methods import AppIdentity, Approval, Method, Start
 
 SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TOKEN = re.compile(r"[\x21-\x7e]{1,512}")
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    """What a successful check gives: the token and the public profile of the user."""
-
-    token: str
-    user: dict[str, Any]
 
 
 def new_session_id() -> str:
@@ -87,3 +80,35 @@ async def check(client: httpx.AsyncClient, instance: Instance, session: str) -> 
     if not isinstance(token, str) or not TOKEN.fullmatch(token):
         raise InstanceBadAnswer()
     return Approval(token=token, user=profile(body.get("user")))
+
+
+class MiAuth:
+    """MiAuth as a sign-in method: a fresh uuid4 per sign-in, `/check` once at the callback."""
+
+    name = Method.MIAUTH
+    callback_path = "/callback"
+
+    def __init__(self, client: httpx.AsyncClient, app: AppIdentity, callback: str) -> None:
+        self._client = client
+        self._app = app
+        self._callback = callback
+
+    def session_in(self, params: Mapping[str, str]) -> str | None:
+        session = params.get("session")
+        return session if session is not None and is_session_id(session) else None
+
+    async def start(self, instance: Instance, info: ServerInfo) -> Start:
+        session = new_session_id()
+        app = self._app
+        location = authorize_url(
+            instance,
+            session,
+            name=app.name,
+            icon=app.icon,
+            callback=self._callback,
+            permissions=app.permissions,
+        )
+        return Start(session, location)
+
+    async def finish(self, instance: Instance, session: str, params: Mapping[str, str]) -> Approval | None:
+        return await check(self._client, instance, session)

@@ -12,82 +12,24 @@ import base64
 import hashlib
 import html
 import json
+import logging
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
-from app.errors import InstanceBadAnswer, InstanceError
+from app.discovery import OAuthMetadata, ServerInfo
+from app.errors import InstanceBadAnswer, MiAuthUnsupported, NoSignInPending, SignInMismatch
 from app.hosts import Instance
-from app.legacy import same_origin
-from app.miauth import TOKEN, Approval, post_json, profile
+from app.ledger import Ledger
+from app.signin.methods import AppIdentity, Approval, Method, Start
+from app.signin.miauth import TOKEN, is_session_id, new_session_id, post_json, profile
 
-METADATA_PATH = "/.well-known/oauth-authorization-server"
 VERIFIER_BYTES = 64  # 86 URL-safe characters: within RFC 7636's 43-128
-MAX_ISSUER = 1024
 
-
-@dataclass(frozen=True, slots=True)
-class OAuthMetadata:
-    """What tobira needs from the server's authorization server metadata."""
-
-    issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    scopes_supported: tuple[str, ...]
-
-
-def _issuer(value: Any, instance: Instance) -> str | None:
-    """The server's issuer: its own origin, as Misskey announces it (a trailing slash tolerated)."""
-    if isinstance(value, str) and value.rstrip("/") == instance.origin and len(value) <= MAX_ISSUER:
-        return value
-    return None
-
-
-async def metadata(client: httpx.AsyncClient, instance: Instance) -> OAuthMetadata | None:
-    """The server's OAuth 2.0 metadata, or None when it does not offer OAuth 2.0 as tobira needs it.
-
-    Both endpoints must be on the instance's own origin, S256 must be supported and the `iss` response
-    parameter announced. A server that fails to answer is treated as not offering it.
-    """
-    try:
-        response = await client.get(instance.url(METADATA_PATH))
-        document = response.json() if response.status_code == 200 else None
-    except (InstanceError, ValueError):
-        return None
-    if not isinstance(document, dict):
-        return None
-    issuer = _issuer(document.get("issuer"), instance)
-    authorize, token = document.get("authorization_endpoint"), document.get("token_endpoint")
-    methods, scopes = document.get("code_challenge_methods_supported"), document.get("scopes_supported")
-    if issuer is None or document.get("authorization_response_iss_parameter_supported") is not True:
-        return None
-    if not isinstance(authorize, str) or not same_origin(authorize, instance) or len(authorize) > 2048:
-        return None
-    if not isinstance(token, str) or not same_origin(token, instance) or len(token) > 2048:
-        return None
-    if not isinstance(methods, list) or "S256" not in methods:
-        return None
-    kept = tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else ()
-    return OAuthMetadata(issuer, authorize, token, kept)
-
-
-async def scopes_supported(client: httpx.AsyncClient, instance: Instance) -> tuple[str, ...] | None:
-    """The permission names the server publishes in its metadata's `scopes_supported`, or None when it
-    publishes no such list (no metadata, no OAuth 2.0, a malformed answer). Never raises InstanceError.
-    """
-    try:
-        response = await client.get(instance.url(METADATA_PATH))
-        document = response.json() if response.status_code == 200 else None
-    except (InstanceError, ValueError):
-        return None
-    scopes = document.get("scopes_supported") if isinstance(document, dict) else None
-    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
-        return None
-    return tuple(scopes)
+log = logging.getLogger("tobira")
 
 
 def new_verifier() -> str:
@@ -200,3 +142,64 @@ def read_pending_record(raw: bytes | None) -> tuple[str, str, str] | None:
         return (data["v"], data["i"], data["t"]) if isinstance(data, dict) else None
     except (ValueError, KeyError):
         return None
+
+
+class OAuth2:
+    """OAuth 2.0 as a sign-in method, where the server offers Misskey's flow: a uuid4 `state` per sign-in,
+    its PKCE verifier and expected issuer kept in the ledger until the callback, the code exchanged once."""
+
+    name = Method.OAUTH2
+    callback_path = "/callback/oauth2"
+
+    def __init__(
+        self, client: httpx.AsyncClient, ledger: Ledger, app: AppIdentity, client_id: str, redirect_uri: str
+    ) -> None:
+        self._client = client
+        self._ledger = ledger
+        self._app = app
+        self.client_id = client_id
+        self.redirect_uri = redirect_uri
+
+    def session_in(self, params: Mapping[str, str]) -> str | None:
+        state = params.get("state")
+        answered = bool(params.get("code") or params.get("error"))
+        return state if state is not None and is_session_id(state) and answered else None
+
+    async def start(self, instance: Instance, info: ServerInfo) -> Start:
+        if info.oauth2 is None:
+            raise MiAuthUnsupported()  # chosen only where the server offers it; never sent elsewhere
+        state, verifier = new_session_id(), new_verifier()
+        meta = info.oauth2
+        record = pending_record(verifier=verifier, issuer=meta.issuer, token_endpoint=meta.token_endpoint)
+        await self._ledger.keep_oauth2_sign_in(state, record)
+        location = authorize_url(
+            meta,
+            client_id=self.client_id,
+            redirect_uri=self.redirect_uri,
+            scopes=self._app.permissions,
+            state=state,
+            code_challenge=challenge(verifier),
+        )
+        return Start(state, location)
+
+    async def finish(self, instance: Instance, session: str, params: Mapping[str, str]) -> Approval | None:
+        record = read_pending_record(await self._ledger.take_oauth2_sign_in(session))
+        if record is None:
+            raise NoSignInPending()
+        code = params.get("code")
+        if params.get("error") or not code:  # denied (or failed) on the server: nothing to exchange
+            return None
+        verifier, issuer, token_endpoint = record
+        if params.get("iss") != issuer:
+            # Mix-up defence: a code from another server must never reach this server's token endpoint.
+            log.warning("OAuth 2.0 callback from an unexpected issuer")
+            raise SignInMismatch()
+        return await exchange(
+            self._client,
+            instance,
+            token_endpoint,
+            code=code,
+            verifier=verifier,
+            client_id=self.client_id,
+            redirect_uri=self.redirect_uri,
+        )

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+from app.discovery import ServerInfo
 from app.errors import InstanceBadAnswer
 from app.hosts import Instance
-from app.miauth import TOKEN, Approval, post_json, profile
-from app.store import Store
+from app.ledger import REGISTERING_SECONDS, Ledger
+from app.signin.methods import AppIdentity, Approval, Method, Start
+from app.signin.miauth import TOKEN, post_json, profile
 
 # Server-made session tokens (uuids on Misskey): short printable ASCII, nothing that could smuggle syntax.
 SESSION_TOKEN = re.compile(r"[0-9A-Za-z._~-]{1,128}")
-# Anyone can name a new server (wildcard DNS makes names endless), and each first sign-in registers an app
-# there: its secret is kept this long after its last use, not for ever. Expiry at worst costs a new app.
-APP_SECRET_TTL = 30 * 24 * 3600
-REGISTERING_SECONDS = 10.0  # how long one sign-in may hold the right to register the app
 WAIT_STEP = 0.1
 
 
@@ -40,15 +38,15 @@ def api_key(access_token: str, secret: str) -> str:
     return hashlib.sha256((access_token + secret).encode()).hexdigest()
 
 
-def app_key(instance: Instance, *, name: str, permissions: Sequence[str], callback: str) -> str:
-    """The store key of the app registered for this instance and this exact configuration."""
+def app_id(instance: Instance, *, name: str, permissions: Sequence[str], callback: str) -> str:
+    """The ledger's name of the app registered for this instance and this exact configuration."""
     digest = hashlib.sha256("\n".join([name, ",".join(permissions), callback]).encode()).hexdigest()
-    return f"legacy-app:{instance.origin}:{digest[:32]}"
+    return f"{instance.origin}:{digest[:32]}"
 
 
 async def app_secret(
     client: httpx.AsyncClient,
-    store: Store,
+    ledger: Ledger,
     instance: Instance,
     *,
     name: str,
@@ -58,21 +56,20 @@ async def app_secret(
 ) -> str:
     """The app secret for this instance, registering the app with `app/create` the first time.
 
-    The secret is kept APP_SECRET_TTL seconds after its last use. A changed name, permission list or
-    callback registers a new app. Concurrent first sign-ins wait for the one registering (a duplicate
-    registration after a timeout is harmless, only wasteful). Raises InstanceBadAnswer for a malformed
-    answer and the guard's errors for a failed request.
+    The ledger keeps the secret for a while after its last use. A changed name, permission list or callback
+    registers a new app. Concurrent first sign-ins wait for the one registering (a duplicate registration
+    after a timeout is harmless, only wasteful). Raises InstanceBadAnswer for a malformed answer and the
+    guard's errors for a failed request.
     """
-    key = app_key(instance, name=name, permissions=permissions, callback=callback)
-    if (stored := await store.get(key)) is not None:
-        await store.put(key, stored, APP_SECRET_TTL)  # renewed when used: only forgotten servers expire
-        return stored.decode()
-    if not await store.claim(f"{key}:registering", REGISTERING_SECONDS):
+    app = app_id(instance, name=name, permissions=permissions, callback=callback)
+    if (stored := await ledger.app_secret(app)) is not None:
+        return stored
+    if not await ledger.claim_app_registration(app):
         with anyio.move_on_after(REGISTERING_SECONDS):
             # Polled: the store (SQLite or Redis) has no way to announce a new key.
-            while (stored := await store.get(key)) is None:  # noqa: ASYNC110
+            while (stored := await ledger.app_secret(app)) is None:  # noqa: ASYNC110
                 await anyio.sleep(WAIT_STEP)
-            return stored.decode()
+            return stored
     body = {
         "name": name,
         "description": description,
@@ -83,7 +80,7 @@ async def app_secret(
     secret = answer.get("secret") if isinstance(answer, dict) else None
     if status != 200 or not isinstance(secret, str) or not TOKEN.fullmatch(secret):
         raise InstanceBadAnswer()
-    await store.put(key, secret.encode(), APP_SECRET_TTL)
+    await ledger.keep_app_secret(app, secret)
     return secret
 
 
@@ -134,3 +131,42 @@ async def userkey(client: httpx.AsyncClient, instance: Instance, secret: str, to
     if not isinstance(access_token, str) or not TOKEN.fullmatch(access_token):
         raise InstanceBadAnswer()
     return Approval(token=access_token, user=profile(answer.get("user")))
+
+
+class Legacy:
+    """The legacy app flow as a sign-in method: one app per server, a session token per sign-in, `userkey`
+    once at the callback, and `sha256(accessToken + secret)` as the API key kept."""
+
+    name = Method.LEGACY
+    callback_path = "/callback/legacy"  # no query string: the server appends `?token=` by concatenation
+
+    def __init__(self, client: httpx.AsyncClient, ledger: Ledger, app: AppIdentity, callback: str) -> None:
+        self._client = client
+        self._ledger = ledger
+        self._app = app
+        self._callback = callback
+
+    def session_in(self, params: Mapping[str, str]) -> str | None:
+        token = params.get("token")
+        return token if token is not None and is_session_token(token) else None
+
+    async def start(self, instance: Instance, info: ServerInfo) -> Start:
+        token, location = await generate(self._client, instance, await self._secret(instance))
+        return Start(token, location)
+
+    async def finish(self, instance: Instance, session: str, params: Mapping[str, str]) -> Approval | None:
+        secret = await self._secret(instance)
+        approval = await userkey(self._client, instance, secret, session)
+        return None if approval is None else Approval(api_key(approval.token, secret), approval.user)
+
+    async def _secret(self, instance: Instance) -> str:
+        app = self._app
+        return await app_secret(
+            self._client,
+            self._ledger,
+            instance,
+            name=app.name,
+            description=app.description,
+            permissions=app.permissions,
+            callback=self._callback,
+        )

@@ -1,0 +1,161 @@
+"""The sign-in flow, whatever the method: from what a person typed to a pending sign-in, and from the
+callback to an identity.
+
+    start:  typed text → host parser → allow/deny lists → discovery → method → pending sign-in + consent URL
+    finish: callback → the pending sign-in this browser started → claim (once, on every replica) → the
+            method asks the server once → identity
+
+The caller keeps the pending sign-ins (tobira's encrypted cookie) and decides what an identity becomes (today
+tobira's own session). Protocol code: no web framework.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import httpx
+
+from app.config import Settings
+from app.discovery import Discovery, ServerInfo
+from app.errors import (
+    InstanceNotAllowed,
+    InvalidCallback,
+    MiAuthUnsupported,
+    NoSignInPending,
+    SignInFinished,
+    SignInMismatch,
+    SignInNotApproved,
+)
+from app.hosts import Instance, host_matches, parse_instance
+from app.ledger import Ledger
+from app.session import PendingSignIn, SessionCookies
+from app.signin.legacy import Legacy
+from app.signin.methods import AppIdentity, Identity, Method, SignInMethod
+from app.signin.miauth import MiAuth
+from app.signin.oauth2 import OAuth2
+from app.software import speaks_misskey_oauth2
+
+CLIENT_PATH = "/client"  # tobira's OAuth 2.0 client_id is this URL
+
+log = logging.getLogger("tobira")
+
+
+def allowed_instance(settings: Settings, text: str) -> Instance:
+    """Parse what the person typed and apply the operator's allow and deny lists.
+
+    Raises InvalidInstance (with the reason) and InstanceNotAllowed."""
+    instance = parse_instance(text, settings.dev_origins)
+    if instance.dev:
+        return instance
+    if host_matches(instance.host, settings.instances_deny) or (
+        settings.instances_allow and not host_matches(instance.host, settings.instances_allow)
+    ):
+        raise InstanceNotAllowed()
+    return instance
+
+
+def choose_method(
+    allowed: Sequence[str],
+    *,
+    miauth_supported: bool,
+    oauth2_supported: bool = False,
+    software: str | None = None,
+) -> Method:
+    """The first allowed method the server supports: OAuth 2.0 where it offers Misskey's flow, MiAuth where
+    it has it, the legacy flow where not. Raises MiAuthUnsupported when nothing fits."""
+    for name in allowed:
+        method = Method(name)
+        if method is Method.OAUTH2 and oauth2_supported and speaks_misskey_oauth2(software):
+            return method
+        if method is Method.MIAUTH and miauth_supported:
+            return method
+        if method is Method.LEGACY and not miauth_supported:
+            return method
+    raise MiAuthUnsupported()
+
+
+class SignInFlow:
+    """Starts and finishes sign-ins with the methods the operator allows."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient,
+        ledger: Ledger,
+        discovery: Discovery,
+        cookies: SessionCookies,
+    ) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._discovery = discovery
+        self._cookies = cookies
+        origin = settings.public_origin
+        app = AppIdentity(settings.app_name, settings.app_icon, tuple(settings.permissions))
+        self.oauth2 = OAuth2(client, ledger, app, origin + CLIENT_PATH, origin + OAuth2.callback_path)
+        methods: list[SignInMethod] = [
+            MiAuth(client, app, origin + MiAuth.callback_path),
+            Legacy(client, ledger, app, origin + Legacy.callback_path),
+            self.oauth2,
+        ]
+        self._methods = {method.name: method for method in methods}
+
+    async def start(self, text: str, return_to: str) -> tuple[PendingSignIn, str]:
+        """The sign-in that `text` names: (the pending sign-in to bind to the browser, the consent URL).
+
+        Raises InvalidInstance, InstanceNotAllowed, MiAuthUnsupported and the InstanceError subclasses."""
+        instance = allowed_instance(self._settings, text)
+        info = await self._discovery.lookup(instance)
+        method = self._methods[self.choose(info)]
+        start = await method.start(instance, info)
+        server = {
+            "software": info.software,
+            "version": info.software_version or info.version,
+            "name": info.name,
+        }
+        pending = self._cookies.new_pending(instance, start.session, return_to, method.name, server)
+        log.info("sign-in started with %s (%s)", instance.host, method.name)
+        return pending, start.location
+
+    def choose(self, info: ServerInfo) -> Method:
+        return choose_method(
+            self._settings.auth_methods,
+            miauth_supported=info.miauth,
+            oauth2_supported=info.oauth2 is not None,
+            software=info.software,
+        )
+
+    def match(
+        self, method: Method, params: Mapping[str, str], pending: Sequence[PendingSignIn]
+    ) -> PendingSignIn:
+        """The sign-in under way in this browser that a callback of `method` names.
+
+        Raises InvalidCallback (malformed), NoSignInPending (nothing under way) and SignInMismatch: a
+        sign-in this browser did not start (login CSRF: its server is never asked)."""
+        session = self._methods[method].session_in(params)
+        if session is None:
+            raise InvalidCallback()
+        if not pending:
+            raise NoSignInPending()
+        match = next((item for item in pending if item.session == session and item.method == method), None)
+        if match is None:
+            log.warning("callback for a sign-in this browser did not start")
+            raise SignInMismatch()
+        return match
+
+    async def finish(self, pending: PendingSignIn, params: Mapping[str, str]) -> Identity:
+        """Ask the server once whether `pending` was approved; the identity when it was.
+
+        Raises SignInFinished (already finished, on any replica), SignInNotApproved, the method's own errors
+        and the InstanceError subclasses."""
+        instance = pending.instance
+        if not await self._ledger.claim_check(instance.origin, pending.session):
+            raise SignInFinished()
+        method = Method(pending.method)
+        approval = await self._methods[method].finish(instance, pending.session, params)
+        if approval is None:
+            raise SignInNotApproved()
+        log.info("signed in with %s", instance.host)
+        permissions = tuple(self._settings.permissions)
+        return Identity(instance, approval.user, approval.token, method, permissions, dict(pending.server))
