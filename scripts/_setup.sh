@@ -7,7 +7,7 @@
 
 # Debian packages the test suite needs on the machine (not inside the virtualenv). Add one word per
 # package here.
-APT_PACKAGES=(redis-server chromium fonts-noto-cjk)
+APT_PACKAGES=(redis-server chromium fonts-noto-cjk fonts-noto-color-emoji nodejs npm)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -82,4 +82,13 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "${ROOT}[test]"
         touch "$INSTALL_STAMP"
     fi
+}
+
+# Installs the tests' JavaScript (tests/package-lock.json: misskey-js and esbuild) into tests/node_modules
+# unless it is already there for this lock file. No install scripts run: nothing needs them.
+ensure_node_modules() {
+    local lock="$ROOT/tests/package-lock.json" installed="$ROOT/tests/node_modules/.package-lock.json"
+    [[ -f $installed && $installed -nt $lock ]] && return 0
+    section "installing the tests' JavaScript packages (npm ci)"
+    npm ci --prefix "$ROOT/tests" --ignore-scripts --no-audit --no-fund --loglevel=error
 }
