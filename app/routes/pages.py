@@ -46,7 +46,9 @@ async def healthz() -> JSONResponse:
 @router.get("/")
 async def index(request: Request, services: ServicesDep) -> Response:
     session = await current_session(services, request)
-    return render_page(request, "index.html", session=session)
+    software = session.server.get("software") if session else None
+    software_name = SOFTWARE_NAMES.get(software, software) if software else None
+    return render_page(request, "index.html", session=session, software_name=software_name)
 
 
 @router.get("/session")
