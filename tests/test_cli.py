@@ -71,6 +71,13 @@ def test_the_demo_host_must_be_an_address(capsys: pytest.CaptureFixture[str]) ->
     )
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_the_demo_needs_an_address_a_browser_can_open(host: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--host", host])
+    assert exited.value.code == f"tobira: the demo needs an address a browser can open, not {host}"
+
+
 def test_every_option_has_help() -> None:
     commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     options = {
