@@ -1,55 +1,164 @@
-"""The `tobira` command: `tobira serve` runs tobira; `tobira demo` runs it beside a stand-in Misskey."""
+"""The `tobira` command: `tobira serve` runs tobira; `tobira demo` runs it beside a stand-in Misskey.
+
+Every port is bound before anything is announced: a port that is taken ends the command with one line on
+stderr and exit status 1, and the URLs printed are ones that already accept connections.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import os
+import socket
 import sys
+from typing import NoReturn
 
 import uvicorn
 
-from app.config import ConfigError, load_settings
+from app import __version__
+from app.config import ConfigError, Settings, load_settings
 from app.main import create_app
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 1 to 65535")
+    return port
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or exit with one line saying why it cannot be."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        cannot_listen(exc, host, port, "--port")
+    return sock
+
+
+def cannot_listen(error: OSError, host: str, port: int, option: str) -> NoReturn:
+    """Exit with one line: which address, why, and the option that chooses another port."""
+    if error.errno == errno.EADDRINUSE:
+        reason = "the port is already in use (by another tobira, or another program)"
+    else:
+        reason = error.strerror or str(error)
+    sys.exit(f"tobira: cannot listen on {url(host, port)}: {reason}. Choose another port with {option}.")
+
+
+def url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        sys.exit(str(exc))
+
+
+def run(sock: socket.socket, settings: Settings) -> None:
+    """Run tobira on an already listening socket."""
+    config = uvicorn.Config(create_app(settings), proxy_headers=True, access_log=False, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def serve(host: str, port: int) -> None:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        sys.exit(str(exc))
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True, access_log=False)
+    settings = settings_or_exit()
+    sock = listen(host, port)
+    print(f"tobira: listening on {url(host, port)} (Ctrl+C to stop)", flush=True)
+    run(sock, settings)
 
 
-def demo(port: int, standin_port: int) -> None:
-    """Start the stand-in on loopback and tobira allowed to use it; no network needed."""
+def demo(host: str, port: int, standin_port: int) -> None:
+    """Start the stand-in and tobira, which is allowed to use it; no network needed."""
     from app.standin import StandinConfig, run_standin_in_thread  # the demo alone may import it
 
-    standin_url = f"http://127.0.0.1:{standin_port}"
-    os.environ.setdefault("TOBIRA_PUBLIC_URL", f"http://127.0.0.1:{port}")
-    os.environ["TOBIRA_DEV_INSTANCES"] = ",".join(
-        filter(None, [os.environ.get("TOBIRA_DEV_INSTANCES"), standin_url])
+    if ipaddress.ip_address(host).is_unspecified:
+        sys.exit(f"tobira: the demo needs an address a browser can open, not {host}")
+    tobira_url, standin_url = url(host, port), url(host, standin_port)
+    with listen(host, port) as sock:
+        try:
+            standin = run_standin_in_thread(StandinConfig(base_url=standin_url), host=host, port=standin_port)
+        except OSError as exc:
+            cannot_listen(exc, host, standin_port, "--standin-port")
+        os.environ.setdefault("TOBIRA_PUBLIC_URL", tobira_url)
+        os.environ["TOBIRA_DEV_INSTANCES"] = ",".join(
+            filter(None, [os.environ.get("TOBIRA_DEV_INSTANCES"), standin_url])
+        )
+        os.environ.setdefault("TOBIRA_PERMISSIONS", "read:account,write:notes,write:drive")
+        settings = settings_or_exit()  # before anything starts: a bad configuration prints no URL
+        with standin:
+            typed = standin_url.removeprefix("http://")
+            print(f"\n  stand-in Misskey server: {standin_url}  (type {typed} to sign in)")
+            print(f"  tobira:                  {tobira_url}\n", flush=True)
+            run(sock, settings)
+
+
+def ip_literal(text: str) -> str:
+    """argparse type: an IPv4 or IPv6 address, as written canonically."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="tobira", description="Sign in with Misskey.")
+    top.add_argument("--version", action="version", version=f"tobira {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run tobira, configured from TOBIRA_* variables",
+        description="Run tobira, configured from TOBIRA_* environment variables (and a .env file).",
     )
-    os.environ.setdefault("TOBIRA_PERMISSIONS", "read:account,write:notes,write:drive")
-    with run_standin_in_thread(StandinConfig(base_url=standin_url), port=standin_port):
-        print(f"\n  stand-in Misskey server: {standin_url}  (type 127.0.0.1:{standin_port} to sign in)")
-        print(f"  tobira:                  http://127.0.0.1:{port}\n", flush=True)
-        serve("127.0.0.1", port)
+    serve_parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--port", type=port_number, default=8000, help="TCP port to listen on (default: %(default)s)"
+    )
+    demo_parser = commands.add_parser(
+        "demo",
+        help="run tobira with a local stand-in Misskey server",
+        description="Run tobira and a stand-in Misskey server side by side; no network needed.",
+    )
+    demo_parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        type=ip_literal,
+        help="IP address both servers listen on and the browser opens (default: %(default)s)",
+    )
+    demo_parser.add_argument(
+        "--port", type=port_number, default=8000, help="tobira's TCP port (default: %(default)s)"
+    )
+    demo_parser.add_argument(
+        "--standin-port",
+        type=port_number,
+        default=3000,
+        help="the stand-in Misskey server's TCP port (default: %(default)s)",
+    )
+    return top
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tobira", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run tobira, configured from TOBIRA_* variables")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
-    demo_parser = commands.add_parser("demo", help="run tobira with a local stand-in Misskey server")
-    demo_parser.add_argument("--port", type=int, default=8000)
-    demo_parser.add_argument("--standin-port", type=int, default=3000)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command == "serve":
         serve(args.host, args.port)
     else:
-        demo(args.port, args.standin_port)
+        demo(args.host, args.port, args.standin_port)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""The five languages of tobira's pages: which one a request gets, and the texts Python hands to pages.
+"""The six languages of tobira's pages: which one a request gets, and the texts Python hands to pages.
 
-Languages: Japanese, English (the source: every msgid is the English text), French, Korean and Chinese
-(Traditional), tagged in `<html lang>` with their BCP 47 tags `ja`, `en`, `fr`, `ko`, `zh-Hant`.
+Languages: Japanese, English (the source: every msgid is the English text), French, Korean and Chinese,
+Simplified and Traditional (as Misskey itself ships both), tagged in `<html lang>` with their BCP 47 tags
+`ja`, `en`, `fr`, `ko`, `zh-Hans`, `zh-Hant`.
 
 Choice, first match wins: `?lang=` (which also sets the `tobira-lang` cookie), the cookie, the
-`Accept-Language` header by quality, English. Only the primary subtag counts, and any Chinese (`zh-TW`,
-`zh-CN`, `zh-Hans`…) gets `zh-Hant`: Traditional is the only Chinese there is, and it serves a reader of
-Simplified better than English does.
+`Accept-Language` header by quality, English. Only the primary subtag counts, except for Chinese: a script
+subtag decides (`zh-Hans`, `zh-Hant-TW`), else the region, Traditional for Taiwan, Hong Kong and Macau
+(`zh-TW`, `zh-HK`, `zh-MO`) and Simplified for the rest (`zh-CN`, `zh-SG`, a bare `zh`).
 
 Catalogues: `translations/<locale>/LC_MESSAGES/messages.po`, Babel's gettext catalogues. They are compiled
 in memory the first time a page needs them (`read_po` → `write_mo` → `Translations`; a few milliseconds for
-all five), so no `.mo` file is committed or built and none can fall out of step with its `.po`. An entry
+all six), so no `.mo` file is committed or built and none can fall out of step with its `.po`. An entry
 that is empty or fuzzy is not used (the English shows); tests/test_i18n.py fails on either, and on any
 message the code or templates use that a catalogue lacks. `python -m app.catalogues` adds new messages to
 every catalogue for translating.
@@ -57,11 +58,13 @@ LANGUAGES = (
     Language("en", "en", "English"),
     Language("fr", "fr", "Français"),
     Language("ko", "ko", "한국어"),
+    Language("zh-Hans", "zh_Hans", "简体中文"),
     Language("zh-Hant", "zh_Hant", "繁體中文"),
 )
 SOURCE = "en"
 BY_TAG = {language.tag: language for language in LANGUAGES}
-_BY_PRIMARY = {"ja": "ja", "en": "en", "fr": "fr", "ko": "ko", "zh": "zh-Hant"}
+_BY_PRIMARY = {"ja": "ja", "en": "en", "fr": "fr", "ko": "ko"}
+_TRADITIONAL_REGIONS = frozenset(("tw", "hk", "mo"))
 _MAX_ACCEPT_LANGUAGE = 512  # a real header is far shorter; bounds the work on a hostile one
 _RANGE = re.compile(r"\s*([A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*")
 
@@ -70,8 +73,19 @@ def match_language(tag: str | None) -> str | None:
     """The language tag tobira has for a language tag such as "ja-JP", "zh_TW" or "FR"; None if none."""
     if not tag:
         return None
-    primary = tag.strip().replace("_", "-").split("-", 1)[0].lower()
+    primary, *rest = tag.strip().replace("_", "-").lower().split("-")
+    if primary == "zh":
+        return _chinese(rest)
     return _BY_PRIMARY.get(primary)
+
+
+def _chinese(subtags: list[str]) -> str:
+    """Simplified or Traditional, from the subtags after `zh`: the script if there is one, else the region."""
+    if "hant" in subtags:
+        return "zh-Hant"
+    if "hans" in subtags:
+        return "zh-Hans"
+    return "zh-Hant" if _TRADITIONAL_REGIONS.intersection(subtags) else "zh-Hans"
 
 
 def from_accept_language(header: str | None) -> str | None:

@@ -7,11 +7,12 @@
 
 # Debian packages the test suite needs on the machine (not inside the virtualenv). Add one word per
 # package here.
-APT_PACKAGES=(redis-server chromium fonts-noto-cjk)
+APT_PACKAGES=(redis-server chromium fonts-noto-cjk fonts-noto-color-emoji nodejs npm)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-# Written after a successful install; newer than pyproject.toml means the install is current.
+# Written after a successful install (with `-EXTRA` appended for an extra); newer than pyproject.toml
+# means the install is current.
 INSTALL_STAMP="$VENV/.tobira-installed"
 
 section() {
@@ -67,9 +68,12 @@ find_python() {
     return 1
 }
 
-# Creates .venv if it is absent (or its interpreter no longer runs) and installs tobira with its test
-# extra into it unless the stamp says that was already done for this pyproject.toml.
+# Creates .venv if it is absent (or its interpreter no longer runs) and installs tobira into it, with the
+# extra named by $1 if any (scripts/test: `test`, the test tools; scripts/run: none, only what tobira
+# needs), unless a stamp says that was already done for this pyproject.toml.
 ensure_venv() {
+    local extra=${1:-}
+    local stamp="$INSTALL_STAMP${extra:+-$extra}"
     if ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
         local python
         python="$(find_python)" || die "Python 3.11 or newer is needed (apt-get install python3.11 python3.11-venv)"
@@ -77,9 +81,18 @@ ensure_venv() {
         "$python" -m venv --clear "$VENV" ||
             die "could not create .venv (on Debian: apt-get install python3.11-venv)"
     fi
-    if [[ ! -f $INSTALL_STAMP || ! $INSTALL_STAMP -nt $ROOT/pyproject.toml ]]; then
-        section "installing tobira and its test tools into .venv"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "${ROOT}[test]"
-        touch "$INSTALL_STAMP"
+    if [[ ! -f $stamp || ! $stamp -nt $ROOT/pyproject.toml ]]; then
+        section "installing tobira${extra:+ and its $extra tools} into .venv"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "${ROOT}${extra:+[$extra]}"
+        touch "$stamp" "$INSTALL_STAMP" # an install with an extra includes the plain one
     fi
+}
+
+# Installs the tests' JavaScript (tests/package-lock.json: misskey-js and esbuild) into tests/node_modules
+# unless it is already there for this lock file. No install scripts run: nothing needs them.
+ensure_node_modules() {
+    local lock="$ROOT/tests/package-lock.json" installed="$ROOT/tests/node_modules/.package-lock.json"
+    [[ -f $installed && $installed -nt $lock ]] && return 0
+    section "installing the tests' JavaScript packages (npm ci)"
+    npm ci --prefix "$ROOT/tests" --ignore-scripts --no-audit --no-fund --loglevel=error
 }

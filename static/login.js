@@ -14,6 +14,9 @@
   let timer = 0;
   let controller = null;
   let shownFor = "";
+  // An error page repeats the form with what was typed: its error is already shown above, so the lookup of
+  // that same text shows only a server it found, never the error a second time.
+  const pageError = document.querySelector("[role=alert]") ? input.value.trim() : null;
 
   // Only what could be a complete name: a dot or a port, no spaces, not ending mid-name.
   function worthAsking(value) {
@@ -68,9 +71,11 @@
     return list;
   }
 
-  function showAnswer(answer) {
+  function showAnswer(answer, value) {
     if (answer.ok) {
       showServer(answer.body);
+    } else if (value === pageError) {
+      show();
     } else if (answer.body && answer.body.error && answer.body.error.message && answer.status !== 429) {
       show(element("p", "hint", answer.body.error.message));
     } else {
@@ -81,7 +86,7 @@
   async function lookUp(value) {
     if (answers.has(value)) {
       shownFor = value;
-      showAnswer(answers.get(value));
+      showAnswer(answers.get(value), value);
       return;
     }
     if (controller) controller.abort();
@@ -96,7 +101,7 @@
       });
       const answer = { ok: response.ok, status: response.status, body: await response.json() };
       if (response.status !== 429) answers.set(value, answer);
-      if (input.value.trim() === value) showAnswer(answer);
+      if (input.value.trim() === value) showAnswer(answer, value);
     } catch (error) {
       if (error.name !== "AbortError" && input.value.trim() === value) show(element("p", "hint", words.unavailable));
     }

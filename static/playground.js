@@ -5,14 +5,21 @@
   const form = document.getElementById("playground");
   if (!form) return;
   const output = document.getElementById("playground-output");
+  // JSON indented, so that it reads on a phone too; anything else as it came.
+  function readable(text) {
+    try {
+      return JSON.stringify(JSON.parse(text), null, 2).slice(0, 20000);
+    } catch (error) {
+      return text.slice(0, 2000);
+    }
+  }
   async function call(endpoint, body) {
     const answer = await fetch("/api/" + endpoint, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    const text = await answer.text();
-    output.textContent = answer.status + " " + text.slice(0, 2000);
+    output.textContent = answer.status + " " + readable(await answer.text());
   }
   form.addEventListener("submit", function (event) {
     event.preventDefault();

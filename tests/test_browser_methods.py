@@ -48,6 +48,8 @@ MODES = {
     "legacy": Mode({"miauth": False, "version": "12.20.0"}, {}, "/auth/"),
     "oauth2": Mode({"oauth2": True}, {"TOBIRA_AUTH_METHODS": "oauth2,miauth,legacy"}, "/oauth/authorize"),
 }
+# How the signed-in page names each method.
+METHOD_NAMES = {"miauth": "MiAuth", "legacy": "legacy app authentication", "oauth2": "OAuth 2.0"}
 
 
 @dataclass
@@ -113,7 +115,8 @@ def test_sign_in_by_every_method(chromium: Chromium, mode_pair: tuple[str, Pair]
         expect(page.get_by_role("heading", name="Signed in")).to_be_visible()
         expect(page.get_by_text(f"@alice@{STANDIN_HOST}:{standin.port}")).to_be_visible()
         version = standin.state.config.version
-        expect(page.get_by_text(f"misskey {version} · {method}", exact=True)).to_be_visible()
+        line = f"Misskey {version} · signed in with {METHOD_NAMES[method]}"
+        expect(page.get_by_text(line, exact=True)).to_be_visible()
 
         status, session = page.evaluate(READ_SESSION)
         assert status == 200
@@ -155,4 +158,4 @@ def test_fork_nodeinfo_end_to_end(fork_pair: Pair) -> None:
         assert session["method"] == "miauth"
         page = client.get(fork_pair.tobira.url + "/")
         assert page.status_code == 200
-        assert '<p class="hint">sharkey 2024.11.2 · miauth</p>' in page.text
+        assert '<p class="hint">Sharkey 2024.11.2 · signed in with MiAuth</p>' in page.text

@@ -1,4 +1,4 @@
-"""The five languages: every message in every catalogue, the language each request gets, translated pages
+"""The six languages: every message in every catalogue, the language each request gets, translated pages
 and error messages. The app runs in-process; nothing here reaches an instance."""
 
 from __future__ import annotations
@@ -187,9 +187,16 @@ ACCEPT_LANGUAGE = [
     ("zh-TW,zh;q=0.9", "zh-Hant"),
     ("zh-HK", "zh-Hant"),
     ("zh-Hant-TW", "zh-Hant"),
-    ("zh-CN,zh;q=0.9", "zh-Hant"),
-    ("zh-Hans", "zh-Hant"),
+    ("zh-MO", "zh-Hant"),
+    ("zh-Hant", "zh-Hant"),
+    ("zh-CN,zh;q=0.9", "zh-Hans"),
+    ("zh-SG", "zh-Hans"),
+    ("zh-Hans", "zh-Hans"),
+    ("zh-Hans-HK", "zh-Hans"),
+    ("zh_CN", "zh-Hans"),
+    ("zh", "zh-Hans"),
     ("zh_TW", "zh-Hant"),
+    ("en;q=0.5, zh-TW;q=0.8, zh-CN;q=0.9", "zh-Hans"),
     ("de-DE,de;q=0.9,fr;q=0.5", "fr"),
     ("en;q=0.1, ja;q=0.9", "ja"),
     ("ja;q=0, fr", "fr"),
@@ -223,12 +230,23 @@ def test_accept_language_never_fails(header: str) -> None:
         (None, "ko", "ja", "ko"),
         ("xx", "ko", "ja", "ko"),
         (None, "zh-Hant", None, "zh-Hant"),
+        ("zh-Hans", "zh-Hant", "zh-TW", "zh-Hans"),
         (None, "nonsense", "ja", "ja"),
         (None, None, "ja-JP", "ja"),
         (None, None, "de", "en"),
         (None, None, None, "en"),
     ],
-    ids=["query", "cookie", "bad-query", "cookie-zh", "bad-cookie", "header", "unknown", "nothing"],
+    ids=[
+        "query",
+        "cookie",
+        "bad-query",
+        "cookie-zh",
+        "query-zh",
+        "bad-cookie",
+        "header",
+        "unknown",
+        "nothing",
+    ],
 )
 def test_precedence(query: str | None, cookie: str | None, accept: str | None, expected: str) -> None:
     assert i18n.choose_language(query, cookie, accept) == expected
@@ -267,8 +285,9 @@ def html_lang(page: str) -> str:
         ("fr-FR", "fr", "Se connecter avec Misskey"),
         ("ko-KR", "ko", "Misskey로 로그인"),
         ("zh-TW", "zh-Hant", "使用 Misskey 登入"),
+        ("zh-CN", "zh-Hans", "使用 Misskey 登录"),
     ],
-    ids=["ja", "en", "fr", "ko", "zh-Hant"],
+    ids=["ja", "en", "fr", "ko", "zh-Hant", "zh-Hans"],
 )
 async def test_login_form_in_each_language(
     client: httpx.AsyncClient, accept: str, tag: str, heading: str

@@ -21,7 +21,7 @@ from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "k" * 32
-LANGUAGES = {"ja": "ja", "en": "en", "fr": "fr", "ko": "ko", "zh-TW": "zh-Hant"}
+LANGUAGES = {"ja": "ja", "en": "en", "fr": "fr", "ko": "ko", "zh-TW": "zh-Hant", "zh-CN": "zh-Hans"}
 
 
 @pytest.fixture
@@ -207,6 +207,54 @@ def test_the_not_approved_page_offers_to_start_again(browser: Browser) -> None:
     assert "<h1>未獲核准</h1>" in page.text
     assert "<code>SIGN_IN_NOT_APPROVED</code>" in page.text
     assert f'value="{STANDIN_HOST}:{browser.standin.port}"' in page.text
+
+
+@pytest.mark.parametrize(
+    ("accept", "line"),
+    [
+        ("en", "Misskey 2026.5.4 · signed in with MiAuth"),
+        ("ja", "Misskey 2026.5.4 · MiAuth でログイン"),
+        ("zh-CN", "Misskey 2026.5.4 · 通过 MiAuth 登录"),
+    ],
+)
+def test_the_signed_in_page_names_the_server_software_and_the_method(
+    browser: Browser, accept: str, line: str
+) -> None:
+    browser.sign_in()
+    page = browser.client.get(browser.tobira + "/", headers={"Accept-Language": accept}).text
+    assert f'<p class="hint">{line}</p>' in page
+
+
+def titles(page: str) -> list[str]:
+    return re.findall(r"<title>(.*?)</title>", page)
+
+
+def test_every_page_has_its_own_title(browser: Browser) -> None:
+    def title(path: str) -> list[str]:
+        return titles(browser.client.get(browser.tobira + path).text)
+
+    assert title("/") == ["Sign in with Misskey · tobira"]
+    assert title("/login") == ["Sign in · tobira"]
+    assert title("/button") == ["The button · tobira"]
+    assert title("/nowhere") == ["There is nothing here. · tobira"]
+    browser.sign_in()
+    assert title("/") == ["Signed in · tobira"]
+
+
+@pytest.mark.parametrize(
+    ("path", "button"),
+    [
+        ("/nowhere", "Sign in with Misskey"),
+        ("/callback?session=x", "Sign in again"),
+        (f"/callback?session={'0' * 8}-0000-4000-8000-{'0' * 12}", "Sign in again"),
+    ],
+    ids=["not-found", "invalid-callback", "mismatch"],
+)
+def test_sign_in_again_only_after_a_sign_in(browser: Browser, path: str, button: str) -> None:
+    if "0000-4000" in path:
+        browser.start()  # a sign-in under way, not the one in the link: SIGN_IN_MISMATCH
+    page = browser.client.get(browser.tobira + path).text
+    assert f'<p class="actions"><a class="button" href="/login">{button}</a>' in page
 
 
 # --- the stylesheet and the assets -----------------------------------------------------------------------

@@ -823,6 +823,31 @@ def test_newer_servers_let_a_token_revoke_itself(
         assert http.post("/api/i", json={"i": mine}).json() == AUTHENTICATION_FAILED
 
 
+REVOKE = '<button type="submit">Revoke</button>'
+
+
+def test_settings_apps_lists_live_app_tokens_and_revokes_them(
+    serve: Callable[..., AbstractContextManager[RunningStandin]],
+) -> None:
+    with serve() as fresh, httpx.Client(base_url=fresh.url) as http:
+        assert "<p>No app has access to an account.</p>" in http.get("/settings/apps").text
+        kept = fresh.state.issue_token("alice", ["read:account"], name="Kept <app>")
+        gone = fresh.state.issue_token("bob", ["read:account"], name="tobira")
+        page = http.get("/settings/apps")
+        assert page.status_code == 200
+        assert (
+            f"<ul><li><strong>Kept &lt;app&gt;</strong> — @alice"
+            f'<form method="post" action="/settings/apps/{kept.id}/revoke">{REVOKE}</form></li>'
+            f"<li><strong>tobira</strong> — @bob"
+            f'<form method="post" action="/settings/apps/{gone.id}/revoke">{REVOKE}</form></li></ul>'
+        ) in page.text
+        revoked = http.post(f"/settings/apps/{gone.id}/revoke")
+        assert (revoked.status_code, revoked.headers["location"]) == (303, "/settings/apps")
+        assert http.post("/api/i", json={"i": gone.token}).json() == AUTHENTICATION_FAILED
+        assert http.post("/api/i", json={"i": kept.token}).status_code == 200
+        assert "tobira" not in http.get("/settings/apps").text.split("<h1>Apps</h1>")[1]
+
+
 # -- pictures and the runner -------------------------------------------------------------------------------
 
 

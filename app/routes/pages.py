@@ -19,6 +19,7 @@ from app.answers import Health, ServerPreview
 from app.errors import InvalidInstance
 from app.hosts import parse_instance
 from app.signin.flow import allowed_instance
+from app.software import display_name
 from app.web import JSONResponse, ServicesDep, render_page, require_same_origin
 
 router = APIRouter()
@@ -32,7 +33,9 @@ async def healthz() -> JSONResponse:
 
 @router.get("/")
 async def index(request: Request, services: ServicesDep) -> Response:
-    return render_page(request, "index.html", session=await current_session(services, request.cookies))
+    session = await current_session(services, request.cookies)
+    software = display_name(session.server.get("software")) if session else None
+    return render_page(request, "index.html", session=session, software_name=software)
 
 
 @router.get("/signed-out")

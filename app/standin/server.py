@@ -1,4 +1,5 @@
-"""The stand-in's web application: nodeinfo, the MiAuth consent pages, `/api/…` and a few pictures.
+"""The stand-in's web application: nodeinfo, the MiAuth consent pages, `/api/…`, Settings › Apps and a few
+pictures.
 
 A Starlette app built fresh by `create_standin_app(config)`; its memory is `app.state.standin`. The MiAuth
 pages and `/api/miauth/{session}/check` exist only while `config.miauth` is true, as on a real server; while
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from app.standin import entities, legacy, oauth2
+from app.standin import apps, entities, legacy, oauth2
 from app.standin.api import ALLOWED_METHODS, handle_api, handle_check
 from app.standin.config import StandinConfig
 from app.standin.consent import (
@@ -53,6 +54,8 @@ def create_standin_app(config: StandinConfig) -> Starlette:
         Route(entities.ICON_PATH, _picture, methods=["GET"]),
         Route("/files/{file_id}", _drive_file, methods=["GET"]),
         WebSocketRoute("/streaming", handle_streaming),
+        Route(apps.PATH, apps.apps_page, methods=["GET"]),
+        Route(apps.PATH + "/{token_id}/revoke", apps.revoke, methods=["POST"]),
     ]
     if config.miauth:
         routes += [
