@@ -88,6 +88,9 @@ class LabRunner:
         except subprocess.TimeoutExpired:
             self._process.kill()  # --kill-child and the PID namespace end everything inside with it
             self._process.wait()
+        self._reader.join(STOP_TIMEOUT)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 @pytest.fixture(scope="module")
