@@ -50,7 +50,7 @@ from app.standin import RunningStandin, StandinConfig, StandinUser, run_standin_
 from tests.conftest import TobiraProcess, start_tobira
 from tests.hostile_support import Canary
 from tests.lab_dns import LabDNS, Rule
-from tests.lab_fakes import RawTLSServer, endless_header, gzip_then_endless, redirect_echo
+from tests.lab_fakes import Behaviour, RawTLSServer, endless_header, gzip_then_endless, redirect_echo
 
 DOMAIN = "tobira-lab.net"
 ATTACKER_DOMAIN = "attacker-social.net"
@@ -137,10 +137,10 @@ def zone() -> dict[str, Rule]:
     }
 
 
-# What each fake's certificate names.
-LAB_NAMES = [
-    host(label) for label in ("good", "v6", "slow", "very-slow", "rebind", "stream", "fresh", "silent")
-] + ["*." + host(label) for label in ("fresh", "endless-header", "gzip-tail")]
+# What the fakes' certificates name: the lab's own servers, the attacker's, and a name nobody here uses.
+LAB_NAMES = [host(label) for label in ("good", "v6", "slow", "very-slow", "rebind", "stream")] + [
+    "*." + host(label) for label in ("fresh", "endless-header", "gzip-tail")
+]
 ATTACKER_NAMES = ["*." + ATTACKER_DOMAIN]
 SOMEONE_ELSE = "someone-else.net"
 
@@ -177,7 +177,7 @@ class Fakes:
 
 
 class Lab:
-    """Everything inside the namespaces; built by `open_lab`."""
+    """Everything inside the namespaces, set up by `main`; what it starts ends with `stack`."""
 
     def __init__(self, workdir: Path, stack: ExitStack) -> None:
         self.workdir = workdir
@@ -186,6 +186,7 @@ class Lab:
         self.ca_file = workdir / "lab-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
         self.client_tls = ssl.create_default_context(cafile=str(self.ca_file))
+        self._lab_certificate = self._certificate(*LAB_NAMES)
         self.dns = LabDNS(DNS_ADDRESS, zone())
         self.dns.start()
         stack.callback(self.dns.close)
@@ -203,15 +204,15 @@ class Lab:
         cert.private_key_pem.write_to_path(key_file)
         return cert_file, key_file
 
-    def _standin(self, address: str, names: list[str], config: StandinConfig) -> RunningStandin:
-        cert_file, key_file = self._certificate(*names)
+    def _standin(self, address: str, certificate: tuple[str, str], config: StandinConfig) -> RunningStandin:
+        cert_file, key_file = certificate
         standin = run_standin_in_thread(
             config, address, 443, certfile=cert_file, keyfile=key_file, keep_alive=IDLE_FOREVER
         )
         return self._stack.enter_context(standin)
 
-    def _raw(self, address: str, name: str, behaviour: Any) -> RawTLSServer:
-        cert_file, key_file = self._certificate(*LAB_NAMES)
+    def _raw(self, address: str, name: str, behaviour: Behaviour) -> RawTLSServer:
+        cert_file, key_file = self._lab_certificate
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_file, key_file)
         server = RawTLSServer(address, name, context, behaviour)
@@ -227,25 +228,25 @@ class Lab:
             users=[StandinUser(id="9xmallory0", username="mallory", name="Mallory")],
         )
         return Fakes(
-            good=self._standin(GOOD_V4, LAB_NAMES, good),
-            good_v6=self._standin(GOOD_V6, LAB_NAMES, good),
-            attacker=self._standin(ATTACKER_V4, ATTACKER_NAMES, attacker),
-            wrong_cert=self._standin(WRONG_CERT_V4, [SOMEONE_ELSE], good),
+            good=self._standin(GOOD_V4, self._lab_certificate, good),
+            good_v6=self._standin(GOOD_V6, self._lab_certificate, good),
+            attacker=self._standin(ATTACKER_V4, self._certificate(*ATTACKER_NAMES), attacker),
+            wrong_cert=self._standin(WRONG_CERT_V4, self._certificate(SOMEONE_ELSE), good),
             endless_header=self._raw(ENDLESS_HEADER_V4, host("endless-header"), endless_header),
             gzip_tail=self._raw(GZIP_TAIL_V4, host("gzip-tail"), gzip_then_endless),
             stream=self._raw(STREAM_V4, host("stream"), redirect_echo),
         )
 
-    def start_tobira(self, **env: str) -> TobiraProcess:
+    def start_tobira(self) -> TobiraProcess:
         """A new tobira process in the lab, trusting the lab's CA and nothing else."""
-        base = {
+        env = {
             "SSL_CERT_FILE": str(self.ca_file),
             "TOBIRA_SECRET_KEYS": KEY,
             "TOBIRA_PERMISSIONS": PERMISSIONS,
             "TOBIRA_LOG_LEVEL": "debug",
             "TOBIRA_RESOLVE_TIMEOUT": str(RESOLVE_TIMEOUT),
         }
-        return start_tobira(Path(tempfile.mkdtemp(dir=self.workdir, prefix="tobira-")), **{**base, **env})
+        return start_tobira(Path(tempfile.mkdtemp(dir=self.workdir, prefix="tobira-")), **env)
 
     def tobira(self) -> TobiraProcess:
         """The lab's shared tobira, for scenarios that leave nothing behind in it."""
@@ -255,9 +256,9 @@ class Lab:
         return self._shared
 
     @contextmanager
-    def fresh_tobira(self, **env: str) -> Iterator[TobiraProcess]:
+    def fresh_tobira(self) -> Iterator[TobiraProcess]:
         """A tobira of one scenario's own, for loads that would otherwise weigh on the next scenario."""
-        server = self.start_tobira(**env)
+        server = self.start_tobira()
         try:
             yield server
         finally:
@@ -332,4 +333,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `tests.lab`, not as `__main__`: the scenarios import this module, and must get this very one.
+    from tests import lab as importable
+
+    importable.main()
