@@ -282,8 +282,7 @@ def cross_site_sign_in(lab: Lab) -> dict[str, Any]:
     }
     controls = {
         "post-same-origin": ("POST", same_origin(tobira)),
-        "post-sec-fetch-none": ("POST", {"Sec-Fetch-Site": "none"}),
-        "get-sec-fetch-none": ("GET", {"Sec-Fetch-Site": "none"}),
+        "get-sec-fetch-none": ("GET", {"Sec-Fetch-Site": "none"}),  # a typed or bookmarked ?instance= link
     }
     counter = iter(range(100))
 
