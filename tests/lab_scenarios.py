@@ -115,7 +115,7 @@ def namespace(lab: Lab) -> dict[str, Any]:
             ["ip", "-6", "route", "show", "default"], capture_output=True, text=True, check=True
         ).stdout
     )
-    outside: dict[str, int | str] = {}
+    outside: dict[str, int | str | None] = {}
     # Public addresses of the internet, and a private one that exists outside (this machine's resolver here).
     for address in ("1.1.1.1", "2606:4700:4700::1111", "10.255.255.53"):
         try:
