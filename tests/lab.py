@@ -87,6 +87,7 @@ CANARY_PORTS = (443, 80)
 KEY = "lab-secret-key-0123456789abcdef0123456789abcdef"
 PERMISSIONS = "read:account,write:notes"
 RESOLVE_TIMEOUT = 3.0
+LAB_NAME = "Lab Misskey"  # what the good fakes call themselves in api/meta
 IDLE_FOREVER = 3600
 
 
@@ -221,7 +222,7 @@ class Lab:
         return server
 
     def _start_fakes(self) -> Fakes:
-        good = StandinConfig(base_url=f"https://{host('good')}", name="Lab Misskey")
+        good = StandinConfig(base_url=f"https://{host('good')}", name=LAB_NAME)
         attacker = StandinConfig(
             base_url=f"https://misskey.{ATTACKER_DOMAIN}",
             name="Attacker Misskey",
