@@ -10,8 +10,8 @@ dnslib reads and writes the wire format; what each name gets is a `Rule`:
 
 Every record has TTL 0, so nothing between tobira and this server may keep an answer. Names no rule covers
 are NXDOMAIN. `*.suffix` covers every name below suffix. UDP only: every answer here fits in 512 bytes, so no
-resolver falls back to TCP. `queries` records what was asked, and `later_served` counts the answers taken from
-a later set than the first, so a test can tell that a rebinding was really played.
+resolver falls back to TCP. `queries` records what was asked, and `later_served` counts, per name, the answers
+taken from a later set than the first, so a test can tell that a rebinding was really played.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 
 from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSError, DNSRecord
@@ -61,7 +62,7 @@ class LabDNS:
     address: str
     zone: dict[str, Rule]
     queries: list[Query] = field(default_factory=list)
-    later_served: int = 0
+    later_served: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -179,7 +180,7 @@ class LabDNS:
             progress.count += 1
             chosen = sets[index]
             if index:
-                self.later_served += 1
+                self.later_served[name] += 1
         for address in chosen:
             packed = tuple(ipaddress.ip_address(address).packed)  # dnslib reads no dotted IPv4 inside IPv6
             rdata = AAAA(packed) if qtype == "AAAA" else A(packed)

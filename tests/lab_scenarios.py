@@ -195,7 +195,7 @@ def rebinding(lab: Lab) -> dict[str, Any]:
         "lookup": looked,
         "callback": outcome(finished),
         "session_status": signed_in.status_code,
-        "later_answers_served": lab.dns.later_served,
+        "later_answers_served": lab.dns.later_served[name],
         "checks_received": lab.fakes.good.state.check_counts[session],
     }
 
