@@ -81,7 +81,9 @@ class LabRunner:
         return result
 
     def log_tail(self) -> str:
-        return "lab log:\n" + "\n".join(self._log_path.read_text(errors="replace").splitlines()[-40:])
+        """The end of the lab's own log; each tobira's log is a file beside it."""
+        lines = self._log_path.read_text(errors="replace").splitlines()[-40:]
+        return f"lab log ({self._log_path}; tobira logs in tobira-*/ beside it):\n" + "\n".join(lines)
 
     def close(self) -> None:
         if self._process.stdin is not None:
