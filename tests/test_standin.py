@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import ssl
 import struct
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -872,3 +875,22 @@ def test_custom_users_and_base_url() -> None:
         assert http.post("/api/meta", json={}).json()["uri"] == "http://stand-in.test"
     with socket.socket() as probe:
         assert probe.connect_ex((running.host, running.port)) != 0  # stopped and the port released
+
+
+def test_the_runner_serves_https_with_the_certificate_it_is_given(tmp_path: Path) -> None:
+    """As the network lab runs it: https with a certificate of a test CA, checked against the name."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    with run_standin_in_thread(SERVER_CONFIG, certfile=cert_file, keyfile=key_file) as running:
+        assert running.url == f"https://127.0.0.1:{running.port}"
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        with httpx.Client(verify=trusting) as client:
+            answer = client.post(f"{running.url}/api/meta", json={})
+        assert answer.status_code == 200
+        assert answer.json()["uri"] == running.url
+        with httpx.Client(verify=ssl.create_default_context()) as client, pytest.raises(httpx.ConnectError):
+            client.post(f"{running.url}/api/meta", json={})

@@ -2,7 +2,8 @@
 
 The socket is bound here before uvicorn starts, so port 0 picks a free port that is known at once (and an
 empty `base_url` becomes the bound address). uvicorn runs in its own thread with its own event loop and no
-signal handlers, behind the `FaultLayer` that lets tests switch faults on (`app.standin.faults`). Leaving
+signal handlers, behind the `FaultLayer` that lets tests switch faults on (`app.standin.faults`). Given a
+certificate and key it serves https (the network lab runs stand-ins on port 443 behind a test CA). Leaving
 the context stops it: requests left hanging (a non-string `i`) and faults holding a connection end, and a
 client that still holds a connection open after that is not waited for more than a few seconds.
 """
@@ -27,15 +28,30 @@ STOP_TIMEOUT = 5.0
 
 
 class RunningStandin:
-    """A started stand-in: its `url`, `port` and live `state`. Use as a context manager."""
+    """A started stand-in: its `url`, `port` and live `state`. Use as a context manager.
 
-    def __init__(self, config: StandinConfig, host: str, port: int) -> None:
+    `certfile`/`keyfile` (PEM): serve https instead of http. `keep_alive`: seconds an idle connection is kept
+    before the server closes it (uvicorn's default is 5; a large value plays a server that never does).
+    """
+
+    def __init__(
+        self,
+        config: StandinConfig,
+        host: str,
+        port: int,
+        *,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        keep_alive: int = 5,
+    ) -> None:
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host = host
         self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = "https" if certfile else "http"
+        authority = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.url = f"{scheme}://{authority}"
         app = create_standin_app(config if config.base_url else replace(config, base_url=self.url))
         self.state: StandinState = app.state.standin
         self.config = self.state.config
@@ -47,6 +63,9 @@ class RunningStandin:
                 log_level="warning",
                 lifespan="on",
                 ws="websockets-sansio",
+                ssl_certfile=certfile,
+                ssl_keyfile=keyfile,
+                timeout_keep_alive=keep_alive,
             )
         )
         self._thread = threading.Thread(
@@ -87,6 +106,15 @@ class RunningStandin:
         self.stop()
 
 
-def run_standin_in_thread(config: StandinConfig, host: str = "127.0.0.1", port: int = 0) -> RunningStandin:
-    """A stand-in bound to `host:port` (0: any free port), started when its context is entered."""
-    return RunningStandin(config, host, port)
+def run_standin_in_thread(
+    config: StandinConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    keep_alive: int = 5,
+) -> RunningStandin:
+    """A stand-in bound to `host:port` (0: any free port), started when its context is entered; https when
+    given a certificate and key (see `RunningStandin`)."""
+    return RunningStandin(config, host, port, certfile=certfile, keyfile=keyfile, keep_alive=keep_alive)
