@@ -69,7 +69,8 @@ def settings_or_exit() -> Settings:
 
 def run(sock: socket.socket, settings: Settings) -> None:
     """Run tobira on an already listening socket."""
-    config = uvicorn.Config(create_app(settings), proxy_headers=True, access_log=False, log_level="info")
+    # tobira believes X-Forwarded-* itself (app.forwarded): uvicorn must leave the client address alone.
+    config = uvicorn.Config(create_app(settings), proxy_headers=False, access_log=False, log_level="info")
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.access import load_rules
 from app.endpoints import validate_patterns
 from app.errors import InvalidInstance
 from app.hosts import DevOrigin, canonical_host, parse_dev_origin
@@ -29,6 +31,7 @@ MIN_SECRET_LENGTH = 32
 DEV_KEYS_FILE = "secret_keys"
 
 CommaList = Annotated[list[str], NoDecode]
+_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class ConfigError(Exception):
@@ -75,6 +78,14 @@ class Settings(BaseSettings):
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+    cookie_domain: str | None = None
+    access_rules: Path | None = None
+    # The reverse proxies whose X-Forwarded-* headers are believed: uvicorn's own variable, read by tobira
+    # (which handles those headers itself, see app.forwarded), so one setting says it for both.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "TOBIRA_FORWARDED_ALLOW_IPS"),
+    )
 
     _split_lists = field_validator(
         "secret_keys",
@@ -92,6 +103,15 @@ class Settings(BaseSettings):
         """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
         parts = urlsplit(self.public_url)
         return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+    @field_validator("cookie_domain", "access_rules", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def public_host(self) -> str:
+        return (urlsplit(self.public_url).hostname or "").lower()
 
     @property
     def is_production(self) -> bool:
@@ -156,6 +176,25 @@ def _problems(settings: Settings) -> list[str]:
         problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
     if settings.app_icon and len(settings.app_icon) > 512:
         problems.append("TOBIRA_APP_ICON must be at most 512 characters (Misskey refuses longer URLs)")
+    problems += _cookie_domain_problems(settings)
+    problems += load_rules(settings.access_rules)[1]
+    return problems
+
+
+def _cookie_domain_problems(settings: Settings) -> list[str]:
+    """A shared cookie needs https, and a domain the browser lets tobira's own host set it for."""
+    domain = settings.cookie_domain
+    if domain is None:
+        return []
+    problems = []
+    if not _DOMAIN.fullmatch(domain) or "." not in domain:
+        problems.append(f"TOBIRA_COOKIE_DOMAIN: {domain!r} is not a domain such as example.com (lowercase)")
+    elif settings.public_host != domain and not settings.public_host.endswith("." + domain):
+        problems.append(
+            f"TOBIRA_COOKIE_DOMAIN: tobira's own host {settings.public_host!r} must be {domain!r} or below it"
+        )
+    if not settings.is_production:
+        problems.append("TOBIRA_COOKIE_DOMAIN needs an https TOBIRA_PUBLIC_URL (its cookie is Secure)")
     return problems
 
 

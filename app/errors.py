@@ -14,7 +14,8 @@
     │   ├── InstanceNotAllowed      403  the operator's allow/deny lists refuse this server
     │   ├── EndpointNotAllowed      403  the proxy does not forward this endpoint
     │   ├── SignInMismatch          403  a callback for a sign-in this browser did not start
-    │   └── SignInNotApproved       403  the server says the sign-in was not approved (not_approved.html)
+    │   ├── SignInNotApproved       403  the server says the sign-in was not approved (not_approved.html)
+    │   └── AccessDenied            403  forward authentication: the access rules refuse this account here
     ├── NotFound                    404  no such route
     ├── MethodNotAllowed            405  a method the route does not take
     ├── PayloadTooLarge             413  request body over its limit
@@ -84,6 +85,7 @@ class ErrorCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = enum.auto()
     INTERNAL_ERROR = enum.auto()
     INSTANCE_REFUSED = enum.auto()
+    ACCESS_DENIED = enum.auto()
 
     @property
     def id(self) -> str:
@@ -179,6 +181,14 @@ class SignInNotApproved(Forbidden):
     code = ErrorCode.SIGN_IN_NOT_APPROVED
     default_message = N_("The sign-in was not approved on your server. You can start again.")
     page = "not_approved.html"
+
+
+class AccessDenied(Forbidden):
+    code = ErrorCode.ACCESS_DENIED
+    default_message = N_(
+        "Your account may not open this site. Use another account, or ask the site's operator."
+    )
+    page = "access_denied.html"
 
 
 class NotFound(TobiraError):

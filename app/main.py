@@ -11,10 +11,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings, load_settings
+from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
-from app.routes import account, pages, signin
+from app.routes import account, forward, pages, signin
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
@@ -50,7 +51,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router):
+    for router in (pages.router, signin.router, account.router, forward.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     headers = {
@@ -60,6 +61,7 @@ def create_app(
     app.add_middleware(SecurityHeaders, **headers)  # type: ignore[arg-type]
     app.proxy = SecurityHeaders(ProxyApp(lambda: app.state.services), **headers)  # type: ignore[arg-type]
     app.streaming = StreamingApp(lambda: app.state.services)
+    app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
     return app
 
 
@@ -68,8 +70,12 @@ class Tobira(FastAPI):
 
     proxy: ASGIApp
     streaming: ASGIApp
+    front: ASGIApp  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.front(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             await self.proxy(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == "/streaming":

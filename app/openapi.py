@@ -47,6 +47,7 @@ def ref(model: type[BaseModel]) -> dict[str, str]:
 REASONS = {
     200: "OK",
     204: "No content",
+    302: "Not signed in: to tobira's sign-in form, coming back afterwards",
     303: "Redirect",
     400: "Bad input",
     401: "Signed out",
@@ -78,6 +79,17 @@ def json_errors(*statuses: int) -> dict[str, Any]:
 
 REDIRECT = {"303": {"description": REASONS[303]}}
 PAGE_ERRORS = html(400, 404, 405, 500)
+FORWARD_HEADERS = {
+    name: {"description": meaning, "schema": {"type": "string"}}
+    for name, meaning in (
+        ("Remote-User", "the account, alice@misskey.io"),
+        ("Remote-Name", "its display name (UTF-8), or the username"),
+        ("X-Tobira-Instance", "the account's server"),
+        ("X-Tobira-User-Id", "the account's id on that server"),
+    )
+}
+FORWARD_PASS = {"200": {"description": "Signed in and let through", "headers": FORWARD_HEADERS}}
+FORWARD_SIGN_IN = {"302": {"description": REASONS[302]}}
 
 # The statuses each route answers, by path and method.
 RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
@@ -106,6 +118,8 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/forget-recent", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},
+    ("/auth/request", "get"): {**PAGE_ERRORS, **FORWARD_PASS, **html(401, 403)},
+    ("/auth/forward", "get"): {**PAGE_ERRORS, **FORWARD_PASS, **FORWARD_SIGN_IN, **html(403)},
     ("/lookup", "get"): {
         **answers("application/json", ref(ServerPreview), 200),
         **json_errors(400, 403, 404, 405, 429, 500, 502, 504),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app.access import AccessRules, load_rules
 from app.config import Settings
 from app.discovery import NODEINFO_DEADLINE, Discovery
 from app.endpoints import EndpointPolicy
@@ -33,6 +34,7 @@ class Services:
     endpoints: EndpointPolicy
     clock: Callable[[], float]
     streams: StreamRegistry = field(default_factory=StreamRegistry)
+    access: AccessRules = field(default_factory=lambda: AccessRules(None))  # forward authentication
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -64,7 +66,11 @@ def build_services(
         nodeinfo_deadline=min(NODEINFO_DEADLINE, settings.request_timeout),
     )
     cookies = SessionCookies(
-        settings.secret_values(), secure=settings.is_production, max_age=settings.session_max_age, clock=clock
+        settings.secret_values(),
+        secure=settings.is_production,
+        max_age=settings.session_max_age,
+        clock=clock,
+        domain=settings.cookie_domain,
     )
     return Services(
         settings=settings,
@@ -78,4 +84,5 @@ def build_services(
         # Identity-only sign-in (no permissions): the token can call nothing, so the proxy forwards nothing.
         endpoints=EndpointPolicy(settings.proxy_endpoints if settings.permissions else []),
         clock=clock,
+        access=load_rules(settings.access_rules)[0],  # checked by load_settings: no problems left here
     )

@@ -73,7 +73,11 @@ def display_user(user: dict[str, Any]) -> dict[str, Any]:
 
 
 class SessionCookies:
-    """Seals and opens the session and sign-in cookies; names follow SPEC.md (`__Host-` over https)."""
+    """Seals and opens the session and sign-in cookies; names follow SPEC.md (`__Host-` over https).
+
+    With a `domain` (TOBIRA_COOKIE_DOMAIN) the session cookie is set for that domain, so that forward
+    authentication on its subdomains sees it: then it is `__Secure-tobira` (`__Host-` forbids a Domain).
+    The other cookies stay on tobira's own host."""
 
     def __init__(
         self,
@@ -82,11 +86,16 @@ class SessionCookies:
         secure: bool,
         max_age: int,
         clock: Callable[[], float] = time.time,
+        domain: str | None = None,
     ) -> None:
         self.secure = secure
         self.max_age = max_age
         self.clock = clock
-        self.session_name = "__Host-tobira" if secure else "tobira"
+        self.domain = domain
+        if domain is not None:
+            self.session_name = "__Secure-tobira"
+        else:
+            self.session_name = "__Host-tobira" if secure else "tobira"
         self.pending_name = "__Host-tobira-signin" if secure else "tobira-signin"
         self.recent_name = "__Host-tobira-recent" if secure else "tobira-recent"  # see app.recent
         self._sessions = CookieCodec(secret_keys, "session")

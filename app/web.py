@@ -33,7 +33,7 @@ JSON_PREFIXES = ("/api/", "/session", "/lookup")
 # JSON routes that serve tobira's own pages: their error messages are in the page's language.
 PAGE_JSON_PREFIXES = ("/lookup",)
 # Query parameters a language switch link keeps: none of them starts anything or carries a secret.
-KEPT_PARAMETERS = ("return_to",)
+KEPT_PARAMETERS = ("return_to", "rd")
 
 log = logging.getLogger("tobira")
 
@@ -209,14 +209,34 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 
 def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
-    """One of tobira's cookies: HttpOnly, SameSite=Lax, for the whole site, Secure over https."""
+    """One of tobira's cookies: HttpOnly, SameSite=Lax, for the whole site, Secure over https; the session
+    cookie for TOBIRA_COOKIE_DOMAIN when one is set."""
     response.set_cookie(
-        name, value, max_age=max_age, path="/", secure=services.cookies.secure, httponly=True, samesite="lax"
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        domain=cookie_domain(services, name),
+        secure=services.cookies.secure,
+        httponly=True,
+        samesite="lax",
     )
 
 
 def delete_cookie(response: Response, services: Services, name: str) -> None:
-    response.delete_cookie(name, path="/", secure=services.cookies.secure, httponly=True, samesite="lax")
+    response.delete_cookie(
+        name,
+        path="/",
+        domain=cookie_domain(services, name),
+        secure=services.cookies.secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def cookie_domain(services: Services, name: str) -> str | None:
+    cookies = services.cookies
+    return cookies.domain if name == cookies.session_name else None
 
 
 def require_same_origin(request: Request, services: Services) -> None:

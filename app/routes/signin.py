@@ -36,7 +36,10 @@ async def login_form(
     services: ServicesDep,
     instance: Annotated[str | None, Query(max_length=2048)] = None,
     return_to: str | None = None,
+    rd: str | None = None,
 ) -> Response:
+    """`rd` is `return_to` under the name other forward-auth gateways use for it."""
+    return_to = return_to if return_to is not None else rd
     if instance and started_here(request.headers, services.settings.public_origin, method="GET"):
         return await start(request, services, instance, return_to)
     return login_page(request, instance or "", return_to)
@@ -53,9 +56,14 @@ async def login_submit(
         return login_page(request, instance, return_to)
     if not instance.strip():
         return error_response(
-            request, NoInstanceTyped(), instance_text="", return_to=safe_return_to(return_to)
+            request, NoInstanceTyped(), instance_text="", return_to=return_target(services, return_to)
         )
     return await start(request, services, instance, return_to)
+
+
+def return_target(services: Services, return_to: str | None) -> str:
+    """Where the person goes after sign-in: `return_to` when safe (SPEC: on tobira, or the cookie domain)."""
+    return safe_return_to(return_to, services.settings.cookie_domain)
 
 
 def login_page(request: Request, instance_text: str, return_to: str | None) -> Response:
@@ -66,7 +74,7 @@ def login_page(request: Request, instance_text: str, return_to: str | None) -> R
     return render_page(
         request,
         "login.html",
-        return_to=safe_return_to(return_to),
+        return_to=return_target(request.app.state.services, return_to),
         instance_text=instance_text,
         confirm=bool(instance_text),
     )
@@ -74,7 +82,7 @@ def login_page(request: Request, instance_text: str, return_to: str | None) -> R
 
 async def start(request: Request, services: Services, text: str, return_to: str | None) -> Response:
     """Everything between the form and the 303 to the server's consent page."""
-    return_path = safe_return_to(return_to)
+    return_path = return_target(services, return_to)
     try:
         # Per client, so that nobody turns tobira into a scanner of other hosts.
         await ratelimit.limit(services, request, "login", services.settings.login_rate_limit)
@@ -168,7 +176,7 @@ async def forget_recent(
 ) -> Response:
     """The form's "Forget these": this browser's list of recent servers is dropped."""
     require_same_origin(request, services)
-    location = "/login?" + urlencode({"return_to": safe_return_to(return_to)})
+    location = "/login?" + urlencode({"return_to": return_target(services, return_to)})
     response = RedirectResponse(location, status_code=303)
     delete_cookie(response, services, services.cookies.recent_name)
     return response
