@@ -48,21 +48,27 @@ class Visit:
         return None if target == FALLBACK else target
 
 
-def visit(headers: Mapping[str, str], *, trusted: bool) -> Visit:
+def visit(headers: Mapping[str, str], *, trusted: bool, original_first: bool = False) -> Visit:
     """The visit the forwarded headers describe; nothing when the peer is not trusted or they make no sense.
 
-    `X-Forwarded-Host` wins over `X-Original-URL`; a list (`a, b`) means the first proxy's value."""
+    Each proxy sets its own header and passes the visitor's others through unchanged, so the one it sets
+    must win: `X-Original-URL` for nginx (`original_first`, /auth/request), `X-Forwarded-Host` for Caddy
+    and Traefik (/auth/forward); the other is used only when that one is absent. A list (`a, b`) means the
+    first proxy's value."""
     if not trusted:
         return Visit()
+    original = headers.get("x-original-url")
     forwarded_host = _first(headers.get("x-forwarded-host"))
-    if forwarded_host:
-        proto = (_first(headers.get("x-forwarded-proto")) or "https").lower()
-        uri = headers.get("x-forwarded-uri") or "/"
-    else:
-        match = _ORIGINAL_URL.fullmatch(headers.get("x-original-url", "")[:MAX_HEADER])
+    if original is not None and (original_first or not forwarded_host):
+        match = _ORIGINAL_URL.fullmatch(original[:MAX_HEADER])
         if match is None:
             return Visit()
         proto, forwarded_host, uri = match["proto"].lower(), match["host"], match["uri"] or "/"
+    elif forwarded_host:
+        proto = (_first(headers.get("x-forwarded-proto")) or "https").lower()
+        uri = headers.get("x-forwarded-uri") or "/"
+    else:
+        return Visit()
     authority = forwarded_host.lower()
     host = _HOST.fullmatch(authority)
     if host is None or proto not in ("http", "https"):

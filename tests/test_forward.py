@@ -196,6 +196,14 @@ def test_visit_from_trusted_headers(headers: dict[str, str], host: str | None, u
     assert visit(headers, trusted=False).host is None
 
 
+def test_each_endpoint_prefers_the_header_its_proxy_sets() -> None:
+    both = {"x-forwarded-host": "caddy.example.com", "x-original-url": "https://nginx.example.com/"}
+    assert visit(both, trusted=True).host == "caddy.example.com"
+    assert visit(both, trusted=True, original_first=True).host == "nginx.example.com"
+    only_forwarded = {"x-forwarded-host": "caddy.example.com"}
+    assert visit(only_forwarded, trusted=True, original_first=True).host == "caddy.example.com"
+
+
 def test_return_url_only_on_the_cookie_domain() -> None:
     home = visit({"x-forwarded-host": "app.example.com", "x-forwarded-uri": "/p?q=1"}, trusted=True)
     assert home.return_to("example.com") == "https://app.example.com/p?q=1"

@@ -33,7 +33,7 @@ async def auth_forward(request: Request, services: ServicesDep) -> Response:
 
 async def answer(request: Request, services: Services, *, redirect: bool) -> Response:
     """The verdict on the visit the proxy describes, as the proxy expects it."""
-    visited = visit(request.headers, trusted=trusted_peer(request.scope))
+    visited = visit(request.headers, trusted=trusted_peer(request.scope), original_first=not redirect)
     session = await current_session(services, request.cookies)
     verdict = decide(session, services.access, visited.host)
     if verdict is Verdict.PASS:
