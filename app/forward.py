@@ -106,8 +106,10 @@ def identity_headers(session: Session) -> dict[str, str]:
 
 
 def _header(value: str) -> str:
-    # Starlette writes header values as latin-1: this makes the bytes on the wire UTF-8.
-    return _CONTROL.sub("", value).encode("utf-8").decode("latin-1")
+    # Header values are written as latin-1: this makes the bytes on the wire UTF-8.
+    if not value.isprintable():
+        value = _CONTROL.sub("", value)
+    return value.encode("utf-8").decode("latin-1")
 
 
 def sign_in_url(public_origin: str, return_to: str | None) -> str:

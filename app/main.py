@@ -15,7 +15,9 @@ from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
-from app.routes import account, forward, pages, signin
+from app.routes import account, pages, signin
+from app.routes.forward import PATHS as FORWARD_PATHS
+from app.routes.forward import ForwardAuthApp
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
@@ -51,7 +53,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router, forward.router):
+    for router in (pages.router, signin.router, account.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     headers = {
@@ -61,15 +63,21 @@ def create_app(
     app.add_middleware(SecurityHeaders, **headers)  # type: ignore[arg-type]
     app.proxy = SecurityHeaders(ProxyApp(lambda: app.state.services), **headers)  # type: ignore[arg-type]
     app.streaming = StreamingApp(lambda: app.state.services)
+    app.forward = ForwardAuthApp(
+        lambda: app.state.services,
+        pages=lambda page: SecurityHeaders(page, **headers),  # type: ignore[arg-type]
+    )
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
     return app
 
 
 class Tobira(FastAPI):
-    """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path."""
+    """FastAPI for the pages; `/api/*` goes straight to the proxy and `/auth/request`, `/auth/forward` to
+    forward authentication: tobira's hot paths."""
 
     proxy: ASGIApp
     streaming: ASGIApp
+    forward: ASGIApp
     front: ASGIApp  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,6 +86,9 @@ class Tobira(FastAPI):
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             await self.proxy(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
+            scope["app"] = self  # its refusals are pages, rendered as FastAPI's routes render them
+            await self.forward(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == "/streaming":
             await self.streaming(scope, receive, send)
         else:

@@ -118,8 +118,6 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/forget-recent", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},
-    ("/auth/request", "get"): {**PAGE_ERRORS, **FORWARD_PASS, **html(401, 403)},
-    ("/auth/forward", "get"): {**PAGE_ERRORS, **FORWARD_PASS, **FORWARD_SIGN_IN, **html(403)},
     ("/lookup", "get"): {
         **answers("application/json", ref(ServerPreview), 200),
         **json_errors(400, 403, 404, 405, 429, 500, 502, 504),
@@ -153,6 +151,34 @@ PROXY = {
 }
 
 
+def forward_operation(summary: str, operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A forward-auth endpoint (served before FastAPI's routing, like the proxy)."""
+    description = (
+        "Asked by a reverse proxy before each request to an app it protects. The visited host comes from "
+        "X-Forwarded-Host or X-Original-URL, believed only from FORWARDED_ALLOW_IPS."
+    )
+    return {
+        "get": {
+            "summary": summary,
+            "description": description,
+            "operationId": operation_id,
+            "responses": {**responses, **html(500)},
+        }
+    }
+
+
+FORWARD = {
+    "/auth/request": forward_operation(
+        "Forward authentication for nginx auth_request", "authRequest", {**FORWARD_PASS, **html(401, 403)}
+    ),
+    "/auth/forward": forward_operation(
+        "Forward authentication for Caddy forward_auth and Traefik forwardAuth",
+        "authForward",
+        {**FORWARD_PASS, **FORWARD_SIGN_IN, **html(403)},
+    ),
+}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The document served at /openapi.json (built once)."""
     if app.openapi_schema is None:
@@ -161,6 +187,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             for method, operation in operations.items():
                 operation["responses"] = RESPONSES.get((path, method), operation["responses"])
         schema["paths"]["/api/{endpoint}"] = PROXY
+        schema["paths"].update(FORWARD)
         schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
         app.openapi_schema = schema
     return app.openapi_schema
