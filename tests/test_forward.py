@@ -341,3 +341,63 @@ def test_forward_comes_back_to_the_url_asked_for(domain_tobira: TobiraProcess) -
     assert parse_qs(location.query) == {"return_to": ["https://app.example.com/page?x=1&y=2"]}
     form = httpx.get(served + "/login?" + location.query)
     assert 'value="https://app.example.com/page?x=1&amp;y=2"' in form.text
+
+
+# In-process: what one answer costs the store.
+
+
+class CountingStore:
+    """Wraps the real store and counts every call by name."""
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.store, name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.anyio
+async def test_an_answer_costs_one_ended_session_look_up(tmp_path: Path) -> None:
+    from app.hosts import Instance
+    from app.main import create_app
+
+    settings = load_settings(public_url="http://127.0.0.1:8000", secret_keys=[KEY], data_dir=tmp_path)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        store = CountingStore(services.ledger.store)
+        services.ledger.store = store
+        instance = Instance("misskey.example", "https://misskey.example", False)
+        session, value = services.cookies.issue(
+            instance, token="t", user={"username": "alice"}, method="miauth"
+        )
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+            for path in ("/auth/request", "/auth/forward") * 5:
+                answer = await client.get(path, headers={**APP, "Cookie": f"tobira={value}"})
+                assert answer.status_code == 200
+            assert store.calls == ["exists"] * 10
+            # nginx asks with the protected request's own method; the answer is the same.
+            for method in ("POST", "PUT", "DELETE", "HEAD"):
+                answer = await client.request(
+                    method, "/auth/request", headers={**APP, "Cookie": f"tobira={value}"}
+                )
+                assert answer.status_code == 200
+                assert answer.headers["remote-user"] == "alice@misskey.example"
+            del store.calls[:]
+            # Nobody signed in: no look-up at all.
+            assert (await client.get("/auth/request", headers=APP)).status_code == 401
+            assert store.calls == []
+            # A sign-out is seen by the very next answer.
+            await services.ledger.end_session(session.sid, 60)
+            answer = await client.get("/auth/request", headers={**APP, "Cookie": f"tobira={value}"})
+            assert answer.status_code == 401
