@@ -24,9 +24,13 @@ class ForwardedHeaders:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            client = scope.get("client")
-            scope[TRUSTED_PEER] = client is not None and client[0] in self.proxy_headers.trusted_hosts
+            self.note_peer(scope)
         await self.proxy_headers(scope, receive, send)  # type: ignore[arg-type]
+
+    def note_peer(self, scope: Scope) -> None:
+        """Only note whether the peer is trusted (for a route that needs no rewritten client address)."""
+        client = scope.get("client")
+        scope[TRUSTED_PEER] = client is not None and client[0] in self.proxy_headers.trusted_hosts
 
 
 def trusted_peer(scope: Scope) -> bool:

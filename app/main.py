@@ -78,17 +78,21 @@ class Tobira(FastAPI):
     proxy: ASGIApp
     streaming: ASGIApp
     forward: ASGIApp
-    front: ASGIApp  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
+    front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.front(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
+            # Asked before every request to a protected app: it needs whether the proxy is trusted, not
+            # the client's address, so it skips the rewriting.
+            self.front.note_peer(scope)
+            scope["app"] = self  # its refusals are pages, rendered as FastAPI's routes render them
+            await self.forward(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             await self.proxy(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
-            scope["app"] = self  # its refusals are pages, rendered as FastAPI's routes render them
-            await self.forward(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == "/streaming":
             await self.streaming(scope, receive, send)
         else:

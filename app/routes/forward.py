@@ -29,6 +29,9 @@ from app.web import error_response, exception_response
 
 # Each path, and whether a person not signed in is sent to sign in (302) rather than told so (401).
 PATHS = {"/auth/request": False, "/auth/forward": True}
+READ_HEADERS = frozenset(
+    (b"cookie", b"x-original-url", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-uri")
+)
 NO_STORE = {"Cache-Control": "no-store"}
 IDENTITY_CACHE_ENTRIES = 4096
 
@@ -46,7 +49,11 @@ class ForwardAuthApp:
         redirect = PATHS[scope["path"]]
         services = self.services()
         try:
-            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+            headers = {
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in scope["headers"]
+                if name in READ_HEADERS
+            }
             visited = visit(headers, trusted=trusted_peer(scope), original_first=not redirect)
             name = services.cookies.session_name
             session = await current_session(services, {name: cookie(headers.get("cookie"), name)})
