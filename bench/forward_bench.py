@@ -1,7 +1,7 @@
 """Measures nginx `auth_request` through tobira's `/auth/request` against nginx `auth_request` to a
 location that answers 200 itself, on this machine, in one run.
 
-    .venv/bin/python bench/forward_bench.py [--duration 10] [--warmup 2] [--rounds 5] [--json]
+    .venv/bin/python bench/forward_bench.py [--duration 10] [--warmup 2] [--rounds 5] [--workers 1] [--json]
 
 Needs `nginx` (with its auth_request module, as Debian's `nginx` and `nginx-light` have) and `wrk`; it
 installs nothing itself. Everything listens on 127.0.0.1 and every process it starts is stopped when it ends.
@@ -148,6 +148,8 @@ def run(
             str(tobira_port),
             "--no-access-log",
             "--no-proxy-headers",
+            "--workers",
+            str(args.workers),
         ]
         say(f"starting tobira: {shlex.join(command)}")
         tobira = stack.enter_context(base.running(command, tobira_dir / "uvicorn.out", env))
@@ -237,10 +239,13 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=5, help="alternating slices per measurement (default 5)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="tobira's uvicorn worker processes (default 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = parser.parse_args()
-    if args.duration <= 0 or args.warmup <= 0 or args.rounds <= 0:
-        parser.error("--duration, --warmup and --rounds must be positive")
+    if args.duration <= 0 or args.warmup <= 0 or args.rounds <= 0 or args.workers <= 0:
+        parser.error("--duration, --warmup, --rounds and --workers must be positive")
     command = shlex.join(
         [
             ".venv/bin/python",
@@ -251,6 +256,8 @@ def main() -> int:
             f"{args.warmup:g}",
             "--rounds",
             str(args.rounds),
+            "--workers",
+            str(args.workers),
         ]
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
