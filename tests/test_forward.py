@@ -401,3 +401,31 @@ async def test_an_answer_costs_one_ended_session_look_up(tmp_path: Path) -> None
             await services.ledger.end_session(session.sid, 60)
             answer = await client.get("/auth/request", headers={**APP, "Cookie": f"tobira={value}"})
             assert answer.status_code == 401
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("peer", "trusted", "client", "scheme"),
+    [
+        ("10.0.0.2", True, "203.0.113.7", "https"),  # the proxy: its X-Forwarded-For/-Proto are believed
+        ("10.1.2.3", True, "203.0.113.7", "https"),  # a network in the list
+        ("198.51.100.9", False, "198.51.100.9", "http"),  # anyone else: ignored
+    ],
+)
+async def test_forwarded_headers_are_believed_from_trusted_peers_only(
+    peer: str, trusted: bool, client: str, scheme: str
+) -> None:
+    from app.forwarded import ForwardedHeaders, trusted_peer
+
+    seen: dict[str, object] = {}
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        seen.update(scope)
+
+    middleware = ForwardedHeaders(app, trusted="10.0.0.2,10.1.0.0/16")  # type: ignore[arg-type]
+    headers = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https")]
+    scope = {"type": "http", "scheme": "http", "client": (peer, 4321), "headers": headers}
+    await middleware(scope, None, None)  # type: ignore[arg-type]
+    assert trusted_peer(seen) is trusted
+    assert seen["client"][0] == client  # type: ignore[index]
+    assert seen["scheme"] == scheme
