@@ -65,7 +65,7 @@ def create_app(
     app.streaming = StreamingApp(lambda: app.state.services)
     app.forward = ForwardAuthApp(
         lambda: app.state.services,
-        pages=lambda page: SecurityHeaders(page, **headers),  # type: ignore[arg-type]
+        pages=lambda page: SecurityHeaders(page, **headers, own_origin=settings.public_origin),  # type: ignore[arg-type]
     )
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
     return app

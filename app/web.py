@@ -136,6 +136,9 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
         "languages": language_links(request, localizer.tag),
         "permissions": [localizer.permission(name) for name in settings.permissions],
         "recent": recent.read(request.cookies.get(services.cookies.recent_name), settings.dev_origins),
+        # Pages shown on another site's origin (forward authentication's refusals) load tobira's assets
+        # from tobira's own origin.
+        "asset_base": "",
     }
     response = templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
     response.headers["Content-Language"] = localizer.tag
@@ -273,14 +276,16 @@ HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 class SecurityHeaders:
     """Adds the headers every answer carries; pages also get a strict Content-Security-Policy."""
 
-    def __init__(self, app: ASGIApp, *, instance_sources: str, hsts: bool) -> None:
+    def __init__(self, app: ASGIApp, *, instance_sources: str, hsts: bool, own_origin: str = "") -> None:
+        """`own_origin`: tobira's, for pages a proxy shows on another origin (they load its assets)."""
         self.app = app
+        own = f" {own_origin}" if own_origin else ""
         # Instances' icons and avatars are shown, and the sign-in form's 303 goes to an instance:
         # browsers apply form-action to that redirect too.
         csp = "; ".join(
             [
-                "default-src 'self'",
-                f"img-src 'self' data: {instance_sources}",
+                f"default-src 'self'{own}",
+                f"img-src 'self'{own} data: {instance_sources}",
                 f"form-action 'self' {instance_sources}",
                 "frame-ancestors 'none'",
                 "base-uri 'none'",

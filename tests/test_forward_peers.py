@@ -303,10 +303,16 @@ def test_an_account_the_rules_refuse(page: Page, protected: Protected, standin: 
     page.goto(f"{protected.app}/reports")
     sign_in_on_the_way(page, protected, standin, "bob")
     page.wait_for_url(f"{protected.app}/reports")
-    answer = page.reload()
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text))
+    with page.expect_response(f"{protected.auth}/static/tobira.css") as stylesheet:
+        answer = page.reload()
     assert answer is not None and answer.status == 403
+    assert stylesheet.value.status == 200  # the page, on the app's origin, is styled from tobira's
     expect(page.get_by_role("heading", name="You may not open this site")).to_be_visible()
     expect(page.get_by_text("ACCESS_DENIED")).to_be_visible()
+    assert not [text for text in violations if "Content Security Policy" in text]
+    assert page.get_by_role("link", name="tobira").get_attribute("href") == f"{protected.auth}/"
     # The page offers another account, on tobira, coming back here afterwards.
     page.get_by_role("link", name="Use another account").click()
     page.wait_for_url(f"{protected.auth}/login?**")

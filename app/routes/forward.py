@@ -99,7 +99,9 @@ def refusal(
     if verdict is Verdict.SIGNED_OUT and redirect:
         return RedirectResponse(signin, status_code=302, headers=NO_STORE)
     error = SignedOut() if verdict is Verdict.SIGNED_OUT else AccessDenied()
-    response = error_response(request, error, sign_in_url=signin, host=visited.host)
+    # Caddy and Traefik show this page on the app's own origin: its assets and links name tobira's.
+    page = {"sign_in_url": signin, "asset_base": settings.public_origin, "languages": []}
+    response = error_response(request, error, **page)
     response.headers.update(NO_STORE)
     if verdict is Verdict.SIGNED_OUT:
         response.headers["Location"] = signin  # nginx: auth_request_set $signin $upstream_http_location
