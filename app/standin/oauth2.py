@@ -5,8 +5,8 @@ client_id document (over loopback: tobira under test) and shows the consent page
 that document lists exactly; `POST /oauth/decision` (field `txid`, then `user=NAME` or `deny`) redirects with
 `code`, `state` and `iss`, or `error=access_denied`; `POST /oauth/token` trades a code once, within five
 minutes, against its PKCE S256 verifier, redirect URI and client_id. The token then works like a MiAuth one.
-With `software="sharkey"` it plays a real Sharkey 2025.5.2: the same metadata, but `/oauth/authorize` answers a
-Misskey-style request with HTTP 500 `{"code": "ERR_INVALID_URL"}`.
+With `software="sharkey"` it plays a real Sharkey 2025.5.2: the same metadata, but `/oauth/authorize`
+answers a Misskey-style request with HTTP 500 `{"code": "ERR_INVALID_URL"}`.
 """
 
 from __future__ import annotations
