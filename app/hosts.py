@@ -119,6 +119,16 @@ def parse_dev_origin(text: str) -> DevOrigin:
 def parse_instance(text: str, dev_origins: Sequence[DevOrigin] = ()) -> Instance:
     """The instance `text` names; InvalidInstance, with a message for the person, if it is not usable."""
     text = text.strip()
+    _check_characters(text)
+    scheme, authority, path = _split_input(text)
+    instance = _dev_instance(scheme, authority, dev_origins) or _public_instance(scheme, authority)
+    if path:
+        _check_profile_path(path, instance, dev_origins)
+    return instance
+
+
+def _check_characters(text: str) -> None:
+    """InvalidInstance for input that no spelling of a server can be: empty, too long, odd characters."""
     if not text:
         raise InvalidInstance(_EMPTY)
     if len(text) > _MAX_INPUT:
@@ -129,27 +139,31 @@ def parse_instance(text: str, dev_origins: Sequence[DevOrigin] = ()) -> Instance
         raise InvalidInstance(_PERCENT)
     if "?" in text or "#" in text:
         raise InvalidInstance(_QUERY)
-    scheme, authority, path = _split_input(text)
-    # A dev origin must be typed exactly; ASCII only, so that no Unicode case folding makes a match.
+
+
+def _dev_instance(scheme: str | None, authority: str, dev_origins: Sequence[DevOrigin]) -> Instance | None:
+    """The operator's dev origin typed exactly (case aside) or as its host:port, else None."""
+    # ASCII only, so that no Unicode case folding makes a match.
     typed = authority.lower() if authority.isascii() else None
     for dev in dev_origins:
         if (scheme is None or scheme == dev.scheme) and typed in _dev_authorities(dev):
             host = _dev_authorities(dev)[1]
-            instance = Instance(host=host, origin=f"{dev.scheme}://{host}", dev=True)
-            break
-    else:
-        instance = _public_instance(scheme, authority)
-    profile = _PROFILE_PATH.fullmatch(path) if path else None
-    if path and profile is None:
+            return Instance(host=host, origin=f"{dev.scheme}://{host}", dev=True)
+    return None
+
+
+def _check_profile_path(path: str, instance: Instance, dev_origins: Sequence[DevOrigin]) -> None:
+    """InvalidInstance unless `path` is `/` or a profile on this same server (`/@user`, `/@user@host`)."""
+    profile = _PROFILE_PATH.fullmatch(path)
+    if profile is None:
         raise InvalidInstance(_BAD_PATH)
-    if profile is not None and profile["host"] is not None:
+    if profile["host"] is not None:
         try:
             same = parse_instance(profile["host"], dev_origins).origin == instance.origin
         except InvalidInstance:
             same = False
         if not same:
             raise InvalidInstance(_OTHER_SERVER)
-    return instance
 
 
 def canonical_host(text: str) -> str:
