@@ -24,12 +24,14 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import idna
 
 from app.errors import InvalidInstance
 
 _MAX_INPUT = 1024  # far above any real URL or handle; bounds the work done on hostile input
+_MAX_URL = 2048  # the longest URL a server may name on its own origin
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)", re.ASCII | re.DOTALL)
 _HANDLE = re.compile(r"@?[A-Za-z0-9_]+@(?P<authority>[^@/]+)", re.ASCII)
@@ -78,6 +80,18 @@ class Instance:
         if not path.startswith("/"):
             raise ValueError("an instance path must start with '/'")
         return self.origin + path
+
+    def owns(self, url: object) -> bool:
+        """Whether `url` is an absolute URL of sane length on this instance's own origin, without user
+        information: where a server may send a browser or tobira's requests of its own accord."""
+        if not isinstance(url, str) or len(url) > _MAX_URL:
+            return False
+        try:
+            parts = urlsplit(url)
+            origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        except ValueError:
+            return False
+        return origin == self.origin and not parts.username and not parts.password
 
 
 class DevOrigin(NamedTuple):
