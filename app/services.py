@@ -17,7 +17,7 @@ from app.notices import SignOutNotices
 from app.session import SessionCookies
 from app.signin.flow import SignInFlow
 from app.store import open_store
-from app.streaming import StreamRegistry
+from app.streams import StreamRegistry
 
 
 @dataclass(slots=True)

@@ -52,31 +52,6 @@ _wire_log.setLevel(logging.WARNING)
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
-class StreamRegistry:
-    """The open streams of this process by session id, so a sign-out can close them."""
-
-    def __init__(self) -> None:
-        self._streams: dict[str, set[asyncio.Event]] = {}
-
-    def add(self, sid: str) -> asyncio.Event:
-        """A new stream of session `sid`; the event is set when the session ends."""
-        event = asyncio.Event()
-        self._streams.setdefault(sid, set()).add(event)
-        return event
-
-    def remove(self, sid: str, event: asyncio.Event) -> None:
-        streams = self._streams.get(sid)
-        if streams is not None:
-            streams.discard(event)
-            if not streams:
-                del self._streams[sid]
-
-    def close(self, sid: str) -> None:
-        """Ask every open stream of session `sid` to close."""
-        for event in self._streams.pop(sid, ()):
-            event.set()
-
-
 def sendable(code: int | None, fallback: int) -> int:
     """`code` if a close frame may carry it, else `fallback`."""
     return code if code is not None and (code in _SENDABLE or 3000 <= code < 5000) else fallback
