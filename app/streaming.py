@@ -67,28 +67,11 @@ class StreamingApp:
         services = self._services()
         if (await receive())["type"] != "websocket.connect":
             return
-        connection = HTTPConnection(scope)
-        headers = connection.headers
-        if "origin" not in headers or not is_same_origin(headers, services.settings.public_origin):
-            await _deny(scope, send, 403)
+        admitted = await _admit(services, HTTPConnection(scope))
+        if isinstance(admitted, int):
+            await _deny(scope, send, admitted)
             return
-        if not services.settings.permissions:  # identity-only: the token may not stream either
-            await _deny(scope, send, 403)
-            return
-        session = await current_session(services, connection.cookies)
-        if session is None:
-            await _deny(scope, send, 401)
-            return
-        try:
-            upstream = await _open_upstream(services, session)
-        except (InstanceTimeout, TimeoutError):
-            await _deny(scope, send, 504)
-            return
-        except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
-            # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
-            log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
-            await _deny(scope, send, 502)
-            return
+        session, upstream = admitted
         ended = services.streams.add(session.sid)
         try:
             await send({"type": "websocket.accept"})
@@ -98,6 +81,26 @@ class StreamingApp:
             services.streams.remove(session.sid, ended)
             await upstream.close()
             log.info("stream to %s closed", session.host)
+
+
+async def _admit(services: Services, connection: HTTPConnection) -> tuple[Session, ClientConnection] | int:
+    """The session and its upstream stream, or the HTTP status refusing the upgrade."""
+    headers = connection.headers
+    if "origin" not in headers or not is_same_origin(headers, services.settings.public_origin):
+        return 403
+    if not services.settings.permissions:  # identity-only: the token may not stream either
+        return 403
+    session = await current_session(services, connection.cookies)
+    if session is None:
+        return 401
+    try:
+        return session, await _open_upstream(services, session)
+    except (InstanceTimeout, TimeoutError):
+        return 504
+    except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
+        # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
+        log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
+        return 502
 
 
 async def _open_upstream(services: Services, session: Session) -> ClientConnection:
