@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.hosts import Instance
+from app.hosts import Instance, parse_instance
 from app.session import MAX_COOKIE_BYTES, MAX_PENDING, PENDING_TTL, SessionCookies
 
 KEYS = ["a" * 32]
@@ -93,3 +93,17 @@ def test_garbage_is_no_session() -> None:
     for value in ["", "x", "a" * 5000, "é", None]:
         assert cookies.read(value) is None
         assert cookies.read_pending(value) == []
+
+
+def test_sign_ins_under_way_give_way_to_keep_the_cookie_under_the_cap() -> None:
+    cookies = SessionCookies(["k" * 32], secure=True, max_age=3600)
+    value = None
+    long_return = "/" + "r" * 2000
+    for n in range(MAX_PENDING):
+        instance = parse_instance(f"{'s' * 60}{n}.example.social")
+        pending = cookies.new_pending(instance, f"session-{n}", long_return, "miauth", {"name": "n" * 64})
+        value = cookies.start_pending(value, pending)
+        assert len(cookies.pending_name) + 1 + len(value) <= MAX_COOKIE_BYTES
+    kept = cookies.read_pending(value)
+    assert kept and kept[-1].session == f"session-{MAX_PENDING - 1}"  # the newest always stays
+    assert len(kept) < MAX_PENDING
