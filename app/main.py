@@ -14,6 +14,7 @@ from app.config import Settings, load_settings
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
+from app.resolver import CLIENT, client_key
 from app.routes import auth, pages
 from app.routes.proxy import ProxyApp
 from app.services import build_services
@@ -55,9 +56,29 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     instance_sources = " ".join(["https:", *settings.dev_instances])
     app.add_middleware(SecurityHeaders, instance_sources=instance_sources, hsts=settings.is_production)
-    app.proxy = ProxyApp(lambda: app.state.services, api_headers(hsts=settings.is_production))
-    app.streaming = StreamingApp(lambda: app.state.services)
+    app.add_middleware(ResolvingFor)
+    app.proxy = ResolvingFor(ProxyApp(lambda: app.state.services, api_headers(hsts=settings.is_production)))
+    app.streaming = ResolvingFor(StreamingApp(lambda: app.state.services))
     return app
+
+
+class ResolvingFor:
+    """Plain ASGI: tells the resolver (`app.resolver.CLIENT`) which client each HTTP and WebSocket request
+    is for, so that its per-client cap counts them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] not in ("http", "websocket") or not client:
+            await self.app(scope, receive, send)
+            return
+        token = CLIENT.set(client_key(client[0]))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CLIENT.reset(token)
 
 
 class Tobira(FastAPI):

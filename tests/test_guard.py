@@ -15,12 +15,13 @@ import functools
 import gzip
 import ipaddress
 import itertools
+import os
 import socket
 import ssl
 import time
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -42,7 +43,6 @@ from app.guard import (
     TOO_LARGE,
     USER_AGENT,
     GuardSettings,
-    SystemResolver,
     build_guarded_client,
     is_public_address,
 )
@@ -315,6 +315,7 @@ async def echo(request: web.Request) -> web.Response:
         "path": request.path_qs,
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "body": body.decode(),
+        "peer": request.transport.get_extra_info("peername")[1] if request.transport else None,
     }
     return web.json_response(seen, headers={"Set-Cookie": "tracker=1; Path=/"})
 
@@ -470,26 +471,6 @@ async def test_a_name_that_does_not_resolve_is_not_found(
         with pytest.raises(InstanceNotFound):
             await client.get("https://empty.test/")
     assert connects == []
-
-
-# The system resolver is only asked about names it answers without a query: the configured name server
-# is not on this machine.
-@pytest.mark.anyio
-async def test_system_resolver_returns_address_strings() -> None:
-    assert await SystemResolver().resolve("127.0.0.1", 443) == ["127.0.0.1"]
-    assert await SystemResolver().resolve("::1", 443) == ["::1"]
-
-
-@pytest.mark.anyio
-async def test_system_resolver_reports_names_that_do_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_such_name(*args: Any, **kwargs: Any) -> list[Any]:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    with pytest.raises(InstanceNotFound):
-        await SystemResolver().resolve("x" * 64 + ".test", 443)  # a label too long to encode
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_such_name)
-    with pytest.raises(InstanceNotFound):
-        await SystemResolver().resolve("no-such-name.test", 443)
 
 
 @pytest.mark.anyio
@@ -660,6 +641,82 @@ async def test_requests_over_the_per_host_bound_wait_instead_of_failing() -> Non
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The pool: idle connections closed on time, and capped
+
+NAMES = 60
+
+
+def own_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settles(condition: Callable[[], bool], seconds: float) -> bool:
+    """True as soon as `condition()` holds, False if it still does not after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def sweeper_running() -> bool:
+    return any(task.get_name() == "tobira-pool-sweeper" for task in asyncio.all_tasks())
+
+
+@contextlib.asynccontextmanager
+async def many_names(count: int, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, list[str]]]:
+    """A guarded client and the URLs of `count` names (dev origins), all served by one keep-alive server
+    that never closes a connection itself."""
+    async with web_server([web.get("/api/meta", echo)]) as port:
+        names = [f"n{index}.test" for index in range(count)]
+        resolver = FakeResolver({name: [["127.0.0.1"]] for name in names})
+        origins = tuple(DevOrigin("http", name, port) for name in names)
+        async with guarded(resolver, dev_origins=origins, **settings) as client:
+            yield client, [f"http://{name}:{port}/api/meta" for name in names]
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_closed_on_time() -> None:
+    async with many_names(NAMES, idle_seconds=0.4) as (client, urls):
+        baseline = own_fds()
+        for url in urls:
+            assert (await client.get(url)).status_code == 200
+        assert own_fds() >= baseline + NAMES  # one kept-alive connection per name (and the server's ends)
+        started = time.monotonic()
+        assert await settles(lambda: own_fds() == baseline, 2.0), (baseline, own_fds())
+        assert 0.4 <= time.monotonic() - started < 0.4 + 0.1 + 0.3  # the limit, one sweep, some slack
+        assert await settles(lambda: not sweeper_running(), 0.5)  # nothing idle: the sweeper has ended
+        assert (await client.get(urls[0])).status_code == 200  # and starts again when needed
+        assert sweeper_running()
+    assert not sweeper_running()  # closing the client stopped it
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_capped_overall() -> None:
+    async with many_names(NAMES, max_idle=5) as (client, urls):
+        baseline = own_fds()
+        first = [(await client.get(url)).json()["peer"] for url in urls]
+        assert await settles(lambda: own_fds() == baseline + 2 * 5, 1.0), (baseline, own_fds())
+        again = [(await client.get(url)).json()["peer"] for url in urls[-5:]]
+        assert again == first[-5:]  # the newest five were kept, and reused
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_capped_per_origin() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    async with web_server([web.get("/", slow)]) as port:
+        async with guarded(max_idle_per_origin=2, **dev(port)) as client:
+            baseline = own_fds()
+            answers = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(8)))
+            assert [answer.text for answer in answers] == ["ok"] * 8
+            assert await settles(lambda: own_fds() == baseline + 2 * 2, 1.0), (baseline, own_fds())
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Size cap, counted after decompression
 
 LIMIT = 64 * 1024
@@ -764,7 +821,7 @@ class Fed:
     peak_memory: int  # bytes Python allocated at most meanwhile, beyond what it held before
 
 
-async def feed(head: bytes, then: Iterator[bytes] = iter(()), **limits: Any) -> Fed:
+async def feed(head: bytes, then: Iterable[bytes] = (), **limits: Any) -> Fed:
     """Answer one GET with `head`, then the pieces of `then`, until the connection closes."""
     connection = http1.Connection(limits.pop("max_body", LIMIT), **limits)
     transport = WireTransport()
@@ -1140,4 +1197,7 @@ def test_settings_defaults_follow_the_spec() -> None:
         per_host_connections=16,
         dev_origins=(),
         dns_cache_seconds=10,
+        idle_seconds=4.0,
+        max_idle_per_origin=None,
+        max_idle=256,
     )
