@@ -7,12 +7,17 @@ names are asked with dnspython's asynchronous resolver (the name servers of /etc
 which holds nothing but a socket while it waits, and:
 
 - every resolution ends within `timeout` seconds (3 by default: a healthy recursive resolver answers in
-  well under one, and the whole request has 15), A and AAAA asked at once, CNAME chains followed;
+  well under one, even for a name it must look up afresh, and the whole request has 15), A and AAAA
+  asked at once, CNAME chains followed;
 - at most `max_under_way` resolutions run at once (beyond it a caller waits for a slot, still within
-  `timeout`, then InstanceTimeout), so hostile names cost a bounded number of sockets and timers;
+  `timeout`, then InstanceTimeout), so hostile names cost a bounded number of sockets and timers (two
+  UDP sockets each; 128 by default, which honest traffic fills only at well over a hundred new server
+  names a second);
 - one client address starts at most `per_client` resolutions at once (beyond it RateLimited at once), so
-  one person cannot take all of those slots; the client is the one `CLIENT` names (set per request by the
-  app's middleware) under the key `client_key` derives; without one, only the overall cap applies;
+  one person cannot take all of those slots (4 by default: a person looks up one server at a time, a
+  few tabs at most; filling 128 takes 32 addresses). The client is the one `CLIENT` names (set per
+  request by the app's middleware) under the key `client_key` derives; without one (tests, work outside
+  a request), only the overall cap applies;
 - one resolution per name at a time, shared by everyone who asks (shielded: a caller giving up cancels
   nothing), so a discovery's concurrent requests, or a burst of sign-ins to one server, resolve it once.
 

@@ -685,7 +685,7 @@ async def test_idle_connections_are_closed_on_time() -> None:
         assert own_fds() >= baseline + NAMES  # one kept-alive connection per name (and the server's ends)
         started = time.monotonic()
         assert await settles(lambda: own_fds() == baseline, 2.0), (baseline, own_fds())
-        assert 0.4 <= time.monotonic() - started < 0.4 + 0.1 + 0.3  # the limit, one sweep, some slack
+        assert 0.4 <= time.monotonic() - started < 0.4 + 0.1 + 0.5  # the limit, one sweep, a loaded machine
         assert await settles(lambda: not sweeper_running(), 0.5)  # nothing idle: the sweeper has ended
         assert (await client.get(urls[0])).status_code == 200  # and starts again when needed
         assert sweeper_running()
