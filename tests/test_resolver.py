@@ -25,8 +25,10 @@ import pytest
 
 from app.config import ConfigError, load_settings
 from app.errors import ErrorCode, InstanceNotFound, InstanceTimeout, RateLimited
+from app.hosts import parse_instance
 from app.main import ResolvingFor, create_app
 from app.resolver import CLIENT, RESOLVE_MAX, RESOLVE_PER_CLIENT, RESOLVE_TIMEOUT, DnsResolver
+from tests.hostile_support import mint_session
 
 pytestmark = pytest.mark.anyio
 
@@ -357,3 +359,23 @@ async def test_a_client_resolving_too_much_gets_429_from_the_app(
         ("a.silent.tobira-lab.net.", "A"),
         ("a.silent.tobira-lab.net.", "AAAA"),
     ]
+
+
+async def test_proxy_calls_are_counted_for_their_client_too(dns_server: DnsServer, tmp_path: Any) -> None:
+    key = "resolver-test-key-0123456789abcdef0123456789abcdef"
+    settings = load_settings(data_dir=tmp_path, secret_keys=[key], login_rate_limit=0, request_timeout=5)
+    app = create_app(settings, resolver=resolver_for(dns_server, per_client=1, timeout=1.0))
+    session = mint_session([key], parse_instance("b.silent.tobira-lab.net"), "token-never-sent")
+    headers = {"Origin": settings.public_origin, "Content-Type": "application/json"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("192.0.2.11", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url=settings.public_url) as browser:
+            lookup = browser.get("/lookup?instance=a.silent.tobira-lab.net", headers=headers)
+            held = asyncio.create_task(lookup)
+            await asyncio.sleep(0.2)
+            browser.cookies.set("tobira", session)
+            refused = await browser.post("/api/i", content=b"{}", headers=headers)
+            await held
+    assert (refused.status_code, refused.headers.get("retry-after")) == (429, "1"), refused.text
+    assert refused.json()["error"]["code"] == ErrorCode.RATE_LIMITED
+    assert dns_server.names_asked() == {"a.silent.tobira-lab.net."}
