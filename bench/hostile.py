@@ -59,6 +59,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's `app` and `bench`, not whatever
 
 import httpx  # noqa: E402
 
+from app.guard import GuardSettings, build_guard  # noqa: E402
+from app.hosts import DevOrigin  # noqa: E402
 from bench.load import (  # noqa: E402
     CLIENT_TIMEOUT,
     FAILURES,
@@ -441,6 +443,43 @@ async def hostile_answers(tobira: str, ports: list[int], rounds: int) -> tuple[C
     return statuses, durations
 
 
+async def guard_stalls(ports: list[int], rounds: int) -> tuple[float, float, Counter[str]]:
+    """The guard alone, in this process: the longest event-loop stall in a quiet half second, then while
+    `rounds` times every hostile origin answers at once, and how the requests ended."""
+    origins = tuple(DevOrigin("http", HOSTILE_HOST, port) for port in ports)
+    guard = build_guard(GuardSettings(dev_origins=origins))
+    outcomes: Counter[str] = Counter()
+    worst = [0.0]
+
+    async def tick(until: asyncio.Event) -> None:
+        while not until.is_set():
+            began = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst[0] = max(worst[0], time.perf_counter() - began - 0.001)
+
+    async def one(port: int) -> None:
+        try:
+            await guard.request("POST", f"http://{HOSTILE_HOST}:{port}/api/meta", body=b"{}")
+            outcomes["answered"] += 1
+        except Exception as error:
+            outcomes[type(error).__name__] += 1
+
+    quiet = asyncio.Event()
+    ticker = asyncio.create_task(tick(quiet))
+    await asyncio.sleep(0.5)
+    quiet.set()
+    await ticker
+    quiet_worst, worst[0] = worst[0], 0.0
+    done = asyncio.Event()
+    ticker = asyncio.create_task(tick(done))
+    for _ in range(rounds):
+        await asyncio.wait_for(asyncio.gather(*(one(port) for port in ports)), PHASE_LIMIT)
+    done.set()
+    await ticker
+    await guard.aclose()
+    return quiet_worst, worst[0], outcomes
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
@@ -498,8 +537,9 @@ async def run(args: argparse.Namespace) -> None:
             hostile_cpu, hostile_seconds = cpu_seconds(pid) - cpu_before, time.monotonic() - began
             peak_after, rss_after = vm_kib(pid, "VmHWM"), vm_kib(pid, "VmRSS")
             exited = process.poll()
-            sent = stop_hostile()
-            say("hostile answers: done")
+        quiet_stall, busy_stall, outcomes = await guard_stalls(ports, args.rounds)
+        sent = stop_hostile()
+        say("hostile answers: done")
     dns_transport.close()
 
     load = ", ".join(f"{average:.1f}" for average in os.getloadavg())
@@ -540,6 +580,11 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"  tobira's peak RSS (VmHWM) {peak_before / 1024:.1f} MiB before, {peak_after / 1024:.1f} MiB "
         f"after (+{(peak_after - peak_before) / 1024:.1f} MiB); RSS {rss_after / 1024:.1f} MiB after"
+    )
+    print(
+        f"  the guard alone in the bench's own process (asyncio), the same {args.rounds} x {len(ports)}: "
+        f"{dict(outcomes)}; longest event-loop stall {busy_stall * 1000:.1f} ms "
+        f"({quiet_stall * 1000:.1f} ms in a quiet half second before)"
     )
     for name, probe in (("quiet second before", quiet), ("during", busy)):
         rtts = probe.rtts
