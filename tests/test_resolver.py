@@ -23,11 +23,13 @@ import dns.rrset
 import httpx
 import pytest
 
+import app.resolver
 from app.config import ConfigError, load_settings
 from app.errors import ErrorCode, InstanceNotFound, InstanceTimeout, RateLimited
 from app.hosts import parse_instance
 from app.main import ResolvingFor, create_app
 from app.resolver import CLIENT, RESOLVE_MAX, RESOLVE_PER_CLIENT, RESOLVE_TIMEOUT, DnsResolver
+from app.services import build_resolver
 from tests.hostile_support import mint_session
 
 pytestmark = pytest.mark.anyio
@@ -110,13 +112,18 @@ async def dns_server() -> AsyncIterator[DnsServer]:
         transport.close()
 
 
-def resolver_for(server: DnsServer, **bounds: Any) -> DnsResolver:
-    """A DnsResolver asking only `server`, with TIMEOUT unless told otherwise."""
+def asking(server: DnsServer) -> dns.asyncresolver.Resolver:
+    """dnspython's resolver configured to ask only `server`."""
     dns_resolver = dns.asyncresolver.Resolver(configure=False)
     dns_resolver.nameservers = ["127.0.0.1"]
     dns_resolver.port = server.port
+    return dns_resolver
+
+
+def resolver_for(server: DnsServer, **bounds: Any) -> DnsResolver:
+    """A DnsResolver asking only `server`, with TIMEOUT unless told otherwise."""
     bounds.setdefault("timeout", TIMEOUT)
-    return DnsResolver(dns_resolver=dns_resolver, **bounds)
+    return DnsResolver(dns_resolver=asking(server), **bounds)
 
 
 @contextlib.contextmanager
@@ -379,3 +386,17 @@ async def test_proxy_calls_are_counted_for_their_client_too(dns_server: DnsServe
     assert (refused.status_code, refused.headers.get("retry-after")) == (429, "1"), refused.text
     assert refused.json()["error"]["code"] == ErrorCode.RATE_LIMITED
     assert dns_server.names_asked() == {"a.silent.tobira-lab.net."}
+
+
+async def test_the_operators_named_dev_hosts_keep_the_system_resolver(
+    dns_server: DnsServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What /etc/resolv.conf configures, made the test's own server: nothing can leave the machine.
+    monkeypatch.setattr(app.resolver, "_configured_resolver", lambda: asking(dns_server))
+    settings = load_settings(data_dir=tmp_path, dev_instances=["http://localhost:3000"], resolve_timeout=0.5)
+    resolver = build_resolver(settings)
+    assert "127.0.0.1" in await resolver.resolve("localhost", 3000)  # from /etc/hosts
+    assert dns_server.questions == []
+    with pytest.raises(InstanceNotFound):
+        await resolver.resolve("nowhere.test", 443)  # any other name: the DNS
+    assert dns_server.names_asked() == {"nowhere.test."}
