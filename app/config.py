@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     per_host_connections: int = Field(default=32, gt=0)
+    resolve_timeout: float = Field(default=3.0, gt=0)
+    resolve_max: int = Field(default=128, gt=0)
+    resolve_per_client: int = Field(default=4, gt=0)
     login_rate_limit: int = Field(default=30, ge=0)
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
@@ -192,6 +195,8 @@ def _check_app_identity(settings: Settings) -> list[str]:
     problems = []
     if settings.app_icon and not settings.app_icon.startswith("https://"):
         problems.append("TOBIRA_APP_ICON must be an https URL")
+    if settings.resolve_per_client > settings.resolve_max:
+        problems.append("TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX")
     if len(settings.app_name) > 128:
         problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
     if settings.app_icon and len(settings.app_icon) > 512:

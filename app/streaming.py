@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.account import current_session
 from app.csrf import is_same_origin
-from app.errors import InstanceTimeout
+from app.errors import InstanceTimeout, RateLimited
 from app.guard import USER_AGENT
 
 if TYPE_CHECKING:
@@ -97,6 +97,8 @@ async def _admit(services: Services, connection: HTTPConnection) -> tuple[Sessio
         return session, await _open_upstream(services, session)
     except (InstanceTimeout, TimeoutError):
         return 504
+    except RateLimited:  # this client has as many names resolving as it may
+        return 429
     except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
         # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
         log.info("streaming connection to %s refused: %s", session.host, _reason(exc))

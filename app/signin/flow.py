@@ -110,7 +110,11 @@ class SignInFlow:
         info = await self._discovery.lookup(instance)
         method = self._methods[self.choose(info)]
         start = await method.start(instance, info)
-        shown = {"software": info.software, "version": info.software_version or info.version, "name": info.name}
+        shown = {
+            "software": info.software,
+            "version": info.software_version or info.version,
+            "name": info.name,
+        }
         server = {key: value[:MAX_SHOWN] if value else value for key, value in shown.items()}
         pending = self._cookies.new_pending(instance, start.session, return_to, method.name, server)
         log.info("sign-in started with %s (%s)", instance.host, method.name)
