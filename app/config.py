@@ -195,13 +195,17 @@ def _check_app_identity(settings: Settings) -> list[str]:
     problems = []
     if settings.app_icon and not settings.app_icon.startswith("https://"):
         problems.append("TOBIRA_APP_ICON must be an https URL")
-    if settings.resolve_per_client > settings.resolve_max:
-        problems.append("TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX")
     if len(settings.app_name) > 128:
         problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
     if settings.app_icon and len(settings.app_icon) > 512:
         problems.append("TOBIRA_APP_ICON must be at most 512 characters (Misskey refuses longer URLs)")
     return problems
+
+
+def _check_resolution(settings: Settings) -> list[str]:
+    if settings.resolve_per_client > settings.resolve_max:
+        return ["TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX"]
+    return []
 
 
 CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
@@ -213,6 +217,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_instance_lists,
     _check_proxy_endpoints,
     _check_app_identity,
+    _check_resolution,
 )
 
 

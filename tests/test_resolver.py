@@ -317,7 +317,10 @@ def test_settings_defaults_and_validation(tmp_path: Any) -> None:
     assert (RESOLVE_TIMEOUT, RESOLVE_MAX, RESOLVE_PER_CLIENT) == (3.0, 128, 4)
     with pytest.raises(ConfigError) as caught:
         load_settings(data_dir=tmp_path, resolve_timeout=0, resolve_max=2, resolve_per_client=3)
-    assert caught.value.problems == ["TOBIRA_RESOLVE_TIMEOUT: Input should be greater than 0"]
+    assert caught.value.problems == [
+        "TOBIRA_RESOLVE_TIMEOUT: Input should be greater than 0",
+        "TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX",
+    ]
     with pytest.raises(ConfigError) as caught:
         load_settings(data_dir=tmp_path, resolve_max=2, resolve_per_client=3)
     assert caught.value.problems == ["TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX"]
@@ -329,14 +332,14 @@ async def test_the_middleware_names_each_requests_client() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         seen.append((scope["type"], CLIENT.get()))
 
-    middleware = ResolvingFor(app)
+    middleware = ResolvingFor(app, ipv6_prefix=64)
     await middleware({"type": "http", "client": ("198.51.100.4", 5000)}, None, None)
     await middleware({"type": "websocket", "client": ("2001:db8::7", 5001)}, None, None)
     await middleware({"type": "http", "client": None}, None, None)
     await middleware({"type": "lifespan"}, None, None)
     assert seen == [
         ("http", "198.51.100.4"),
-        ("websocket", "2001:db8::7"),
+        ("websocket", "2001:db8::/64"),  # an IPv6 client is its /64, as for rate limits
         ("http", None),
         ("lifespan", None),
     ]
