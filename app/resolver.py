@@ -41,7 +41,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from app.errors import InstanceNotFound, InstanceTimeout, RateLimited
+from app.errors import InstanceError, InstanceNotFound, InstanceTimeout, RateLimited
 
 RESOLVE_TIMEOUT = 3.0
 RESOLVE_MAX = 128
@@ -131,16 +131,18 @@ class DnsResolver:
                 raise outcome  # not the DNS's answer: a bug or a cancellation, never hidden
         if addresses:
             return addresses
-        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        _log.debug(
-            "resolving %s failed: %s", host, ", ".join(type(f).__name__ for f in failures) or "no address"
-        )
-        if any(isinstance(f, dns.resolver.NXDOMAIN) for f in failures):
-            raise InstanceNotFound()
-        # No server answering, or all failing (SERVFAIL: their upstream did not answer): too slow, not absent.
-        if any(isinstance(f, dns.exception.Timeout | dns.resolver.NoNameservers) for f in failures):
-            raise InstanceTimeout()
-        raise InstanceNotFound()
+        raise _failure(host, [outcome for outcome in outcomes if isinstance(outcome, BaseException)])
+
+
+def _failure(host: str, failures: list[BaseException]) -> InstanceError:
+    """What a name with no address means: absent (NXDOMAIN, nothing) or too slow (no server answered)."""
+    _log.debug("resolving %s failed: %s", host, ", ".join(type(f).__name__ for f in failures) or "no address")
+    if any(isinstance(f, dns.resolver.NXDOMAIN) for f in failures):
+        return InstanceNotFound()
+    # No server answering, or all failing (SERVFAIL: their upstream did not answer): too slow, not absent.
+    if any(isinstance(f, dns.exception.Timeout | dns.resolver.NoNameservers) for f in failures):
+        return InstanceTimeout()
+    return InstanceNotFound()
 
 
 async def _system_lookup(host: str, port: int) -> list[str]:
