@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import re
 from typing import Any
@@ -240,3 +241,34 @@ def test_needs_a_secret_and_a_purpose() -> None:
 def test_repr_reveals_no_key() -> None:
     assert KEY_A not in repr(CODEC)
     assert KEY_A not in str(vars(CODEC))
+
+
+# Known answers. Every live cookie depends on these: a change to the salt, the info string, the key id's
+# hash or the format (version byte, header layout, associated data) must fail here, not in production.
+KNOWN_SECRET = "tobira known-answer secret, 32+ characters long"
+KNOWN_SESSION_KEY = "af234da962b7b5cecccb571377706990b470c229e3c4ef9631d9a68c7bd28abd"
+KNOWN_SIGNIN_KEY = "719ffc85dd7c05cb724e8aec56526a79c352bc920bb2ac2940ececad21abf3d4"
+# CookieCodec([KNOWN_SECRET], "session").encode({"s": "sid", "t": "token"}), made once and kept.
+KNOWN_COOKIE = "Af7raD4xNUrBeaEu91IVsOsf-ObaR9GvSylU7qN6-O9im38PwV13SOYLo-rGDgBYDYQo11K_qqA"
+
+
+def test_key_derivation_known_answer() -> None:
+    session_key = crypto.derive_key(KNOWN_SECRET, "session")
+    assert session_key.hex() == KNOWN_SESSION_KEY
+    assert crypto.derive_key(KNOWN_SECRET, "signin").hex() == KNOWN_SIGNIN_KEY
+    # The recipe: HKDF-SHA256 (RFC 5869) with tobira's salt and "tobira/<purpose>/v1" as info.
+    prk = hmac.digest(b"tobira cookie codec / HKDF salt / 2024", KNOWN_SECRET.encode(), "sha256")
+    assert hmac.digest(prk, b"tobira/session/v1\x01", "sha256") == session_key
+
+
+def test_key_id_known_answer() -> None:
+    assert crypto.key_id(bytes.fromhex(KNOWN_SESSION_KEY)).hex() == "feeb683e"
+    assert crypto.key_id(bytes.fromhex(KNOWN_SIGNIN_KEY)).hex() == "4da813c8"
+
+
+def test_a_cookie_made_earlier_still_opens() -> None:
+    raw = base64.urlsafe_b64decode(KNOWN_COOKIE + "=" * (-len(KNOWN_COOKIE) % 4))
+    assert raw[0] == 1, "format version"
+    assert raw[1:5].hex() == "feeb683e", "key id of the session key"
+    assert CookieCodec([KNOWN_SECRET], "session").decode(KNOWN_COOKIE) == {"s": "sid", "t": "token"}
+    assert CookieCodec([KNOWN_SECRET], "signin").decode(KNOWN_COOKIE) is None
