@@ -99,6 +99,7 @@ REFUSED = [
     pytest.param("/%25252F%25252Fevil.example", id="triple-encoded-slashes"),
     pytest.param("/%255Cevil.example", id="double-encoded-backslash"),
     pytest.param("/%2525252525252Fx", id="encoded-beyond-any-reason"),
+    pytest.param("/a%2525252520b", id="harmless-but-encoded-five-times"),
     pytest.param("/https:/%5cevil.example/", id="encoded-backslash-after-scheme-like"),
     # Look-alikes: full-width solidus and reverse solidus, ideographic full stop.
     pytest.param("\uff0f\uff0fevil.example", id="fullwidth-solidus"),
@@ -138,6 +139,11 @@ ACCEPTED = [
     pytest.param("/~user/a;b=c,d", id="sub-delims"),
     pytest.param("/" + "a" * (MAX_LENGTH - 1), id="longest"),
     pytest.param("/a%E2%80%8Bb/%C2%ADc", id="encoded-invisible-inside-segments"),
+    pytest.param("/a%25252520b", id="encoded-four-times"),
+    pytest.param("/a/b/..", id="trailing-dotdot"),
+    # Dot segments after "?" or "#" are no path: nothing resolves them.
+    pytest.param("/a?/../..//evil.example?b", id="dotdot-double-slash-in-query"),
+    pytest.param("/a#/../..//evil.example#b", id="dotdot-double-slash-in-fragment"),
 ]
 
 
@@ -204,4 +210,3 @@ def test_ordinary_paths_kept_unchanged(segments: list[str]) -> None:
 def test_idempotent(value: str) -> None:
     once = safe_return_to(value)
     assert safe_return_to(once) == once
-
