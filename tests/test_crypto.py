@@ -232,9 +232,9 @@ def test_unserialisable_payload_refused_by_encode() -> None:
 
 
 def test_needs_a_secret_and_a_purpose() -> None:
-    with pytest.raises(ValueError, match="secret"):
+    with pytest.raises(ValueError, match=r"^CookieCodec needs at least one secret$"):
         CookieCodec([], "session")
-    with pytest.raises(ValueError, match="purpose"):
+    with pytest.raises(ValueError, match=r"^CookieCodec needs a purpose$"):
         CookieCodec([KEY_A], "")
 
 
@@ -272,3 +272,38 @@ def test_a_cookie_made_earlier_still_opens() -> None:
     assert raw[1:5].hex() == "feeb683e", "key id of the session key"
     assert CookieCodec([KNOWN_SECRET], "session").decode(KNOWN_COOKIE) == {"s": "sid", "t": "token"}
     assert CookieCodec([KNOWN_SECRET], "signin").decode(KNOWN_COOKIE) is None
+
+
+# Two secrets whose session keys share a key id (found by a birthday search over 4-byte ids).
+COLLIDING = ("collision-108264-xxxxxxxxxxxxxxxxxxxx", "collision-113310-xxxxxxxxxxxxxxxxxxxx")
+
+
+def test_keys_sharing_a_key_id_are_both_tried() -> None:
+    first, second = (crypto.derive_key(secret, "session") for secret in COLLIDING)
+    assert first != second and crypto.key_id(first) == crypto.key_id(second)
+    value = CookieCodec([COLLIDING[1]], "session").encode(PAYLOAD)
+    assert CookieCodec(list(COLLIDING), "session").decode(value) == PAYLOAD
+
+
+def test_a_value_ending_in_x_is_canonical() -> None:
+    # "X" is a base64 digit: only "=" may be stripped from the end, never anything else. (The value has
+    # 42 bytes, a multiple of 3, so that its last character can be any digit.)
+    key = crypto.derive_key(KEY_A, "session")
+    header = bytes([crypto.FORMAT_VERSION]) + crypto.key_id(key)
+    for counter in range(1000):
+        nonce = counter.to_bytes(crypto.NONCE_LENGTH, "big")
+        sealed = AESGCM(key).encrypt(nonce, b'{"n":123}', b"tobira/session/v1\x00" + header + nonce)
+        value = _b64(header + nonce + sealed)
+        if value.endswith("X"):
+            break
+    assert value.endswith("X")
+    assert CODEC.decode(value) == {"n": 123}
+
+
+def test_the_longest_value_is_8192_characters() -> None:
+    # 8192 base64 characters are 6144 bytes: 17 of header, 16 of tag, 6111 of JSON.
+    longest = CODEC.encode({"b": "x" * 6103})
+    assert len(longest) == crypto.MAX_TOKEN_LENGTH
+    assert CODEC.decode(longest) == {"b": "x" * 6103}
+    with pytest.raises(ValueError, match=r"^encoded payload is 8194 characters, over 8192$"):
+        CODEC.encode({"b": "x" * 6104})
