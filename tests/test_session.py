@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict
+
+from app.crypto import CookieCodec
 from app.hosts import Instance
 from app.session import (
     MAX_COOKIE_BYTES,
@@ -9,6 +13,7 @@ from app.session import (
     MAX_PENDING,
     PENDING_TTL,
     USER_FIELDS,
+    PendingSignIn,
     Session,
     SessionCookies,
     display_user,
@@ -16,6 +21,8 @@ from app.session import (
 
 KEYS = ["a" * 32]
 MISSKEY = Instance(host="misskey.io", origin="https://misskey.io", dev=False)
+DEV = Instance(host="127.0.0.1:3000", origin="http://127.0.0.1:3000", dev=True)
+SERVER = {"name": "Stand-in", "software": "misskey"}
 USER = {
     "id": "9x",
     "username": "alice",
@@ -52,6 +59,63 @@ def test_issue_and_read_round_trip_keeps_only_display_fields() -> None:
     assert "token" not in str(read.public_json())
 
 
+def test_every_field_survives_the_cookie_and_the_format_is_kept() -> None:
+    clock = Clock()
+    session, value = make(clock).issue(DEV, token="T" * 32, user=USER, method="legacy", server=SERVER)
+    user = {key: USER[key] for key in USER_FIELDS}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", session.sid), "128 random bits"
+    assert session == Session(
+        sid=session.sid,
+        host="127.0.0.1:3000",
+        origin="http://127.0.0.1:3000",
+        dev=True,
+        token="T" * 32,
+        user=user,
+        method="legacy",
+        issued_at=clock.now,
+        expires_at=clock.now + 3600,
+        server=SERVER,
+    )
+    assert make(clock).read(value) == session, "opened by another process, with nothing cached"
+    assert session.public_json() == {
+        "instance": "127.0.0.1:3000",
+        "user": user,
+        "method": "legacy",
+        "server": SERVER,
+    }
+    # Live cookies hold this: a change of purpose or of a key's name would sign everyone out.
+    assert CookieCodec(KEYS, "session").decode(value) == {
+        "s": session.sid,
+        "h": "127.0.0.1:3000",
+        "o": "http://127.0.0.1:3000",
+        "d": True,
+        "t": "T" * 32,
+        "u": user,
+        "m": "legacy",
+        "i": clock.now,
+        "e": clock.now + 3600,
+        "v": SERVER,
+    }
+
+
+def test_a_sign_in_under_way_keeps_every_field() -> None:
+    clock = Clock()
+    cookies = make(clock)
+    pending = cookies.new_pending(DEV, "s1", "/back", "oauth2")
+    assert pending == PendingSignIn(
+        session="s1",
+        host="127.0.0.1:3000",
+        origin="http://127.0.0.1:3000",
+        dev=True,
+        return_to="/back",
+        method="oauth2",
+        expires_at=clock.now + PENDING_TTL,
+    )
+    value = cookies.write_pending([pending])
+    assert make(clock).read_pending(value) == [pending]
+    assert CookieCodec(KEYS, "signin").decode(value) == {"p": [asdict(pending)]}
+
+
 def test_session_expires_exactly_at_max_age() -> None:
     clock = Clock()
     cookies = make(clock, max_age=100)
@@ -63,6 +127,8 @@ def test_session_expires_exactly_at_max_age() -> None:
 
 
 def test_cookie_names_follow_the_scheme() -> None:
+    assert make(Clock(), secure=True).secure is True
+    assert make(Clock(), secure=False).secure is False
     assert make(Clock(), secure=True).session_name == "__Host-tobira"
     assert make(Clock(), secure=False).session_name == "tobira"
     assert make(Clock(), secure=True).pending_name == "__Host-tobira-signin"
