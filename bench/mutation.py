@@ -53,13 +53,15 @@ DETECTED = {"killed", "timeout", "caught by type check"}
 @dataclass(frozen=True)
 class Equivalent:
     """A mutant that changes no behaviour: in `function` of `module`, the line holding `before` rewritten to
-    hold `after` (each a fragment of the stripped line, as mutmut's diff shows it)."""
+    hold `after` (each a fragment of the stripped line, as mutmut's diff shows it); `above`, when given, a
+    fragment of the line just above it, for a line that occurs twice in the function."""
 
     module: str
     function: str
     before: str
     after: str
     why: str
+    above: str = ""
 
     def matches(self, survivor: Survivor) -> bool:
         return (
@@ -67,10 +69,170 @@ class Equivalent:
             and survivor.function == self.function
             and any(self.before in line for line in survivor.removed)
             and any(self.after in line for line in survivor.added)
+            and self.above in survivor.above
         )
 
 
-EQUIVALENT: tuple[Equivalent, ...] = ()
+_CODEC_NAMES = "Python's codec names are case-insensitive: 'ASCII' is 'ascii', 'UTF-8' is 'utf-8'."
+_FIRST_PIECE = "The first piece of a split is the same whatever the most splits allowed."
+_PLAIN_PATH = (
+    "Defence in depth that _could_leave_origin repeats: the loop's first round judges the value itself, and "
+    "for printable ASCII what it sees is the value unchanged, so a backslash, a start other than one '/', a "
+    "'//' start, and with it any scheme or netloc urlsplit could find, are refused there anyway."
+)
+_DENY_PREFIX = (
+    "For a prefix pattern P/*, _DENY.match('P/*') answers as _DENY.cover_prefix('P/'): no deny pattern "
+    "holds a '*', so 'P/*' is never a denied name and starts with a denied prefix exactly when 'P/' does."
+)
+_STD3 = (
+    "idna's IDNA 2008 code point check refuses every ASCII character but letters, digits and '-', and every "
+    "character UTS 46 maps to one, with STD3 rules or without; _LDH_NAME checks the result again."
+)
+_OPENED_CACHE = (
+    "The cache of opened session cookies only saves work: a value not found in it is opened again, with "
+    "the same result."
+)
+EQUIVALENT: tuple[Equivalent, ...] = (
+    Equivalent("crypto", "_b64encode", '.decode("ascii")', '.decode("ASCII")', _CODEC_NAMES),
+    Equivalent("crypto", "_info", '.encode("utf-8")', '.encode("UTF-8")', _CODEC_NAMES),
+    Equivalent("crypto", "derive_key", '.encode("utf-8")', '.encode("UTF-8")', _CODEC_NAMES),
+    Equivalent(
+        "crypto",
+        "CookieCodec.__init__",
+        "seen.add(key)",
+        "seen.add(None)",
+        "Without it a secret listed twice puts the same key twice under its id; decoding then retries an "
+        "identical key after it failed, with the same result.",
+    ),
+    Equivalent(
+        "crypto",
+        "CookieCodec._unwrap",
+        "or not value.isascii()",
+        "and not value.isascii()",
+        "urlsafe_b64decode itself refuses a str holding non-ASCII characters (ValueError, caught below); the "
+        "early test only saves that work.",
+    ),
+    Equivalent(
+        "crypto",
+        "CookieCodec._unwrap",
+        '"=" * (-len(value) % 4)',
+        '"=" * (+len(value) % 4)',
+        "Both pad a length of 2 (mod 4) with two '='; for 3 the decoder ignores '=' beyond the one it needs, "
+        "and 1 is never valid base64.",
+    ),
+    Equivalent(
+        "crypto",
+        "CookieCodec.decode",
+        "len(raw) < _HEADER_LENGTH + TAG_LENGTH",
+        "len(raw) <= _HEADER_LENGTH + TAG_LENGTH",
+        "A value of exactly a header and a tag holds an empty plaintext, which is no JSON object and is "
+        "refused after decryption anyway.",
+    ),
+    Equivalent(
+        "endpoints",
+        "validate_patterns",
+        'pattern != "*"',
+        'pattern != "XX*XX"',
+        "'*' is no deny pattern and starts with no denied prefix, so the deny check that follows never flags "
+        "it either.",
+    ),
+    Equivalent(
+        "endpoints", "validate_patterns", 'pattern.endswith("/*") else', '.endswith("XX/*XX")', _DENY_PREFIX
+    ),
+    Equivalent(
+        "endpoints", "validate_patterns", 'pattern.endswith("/*") else', "and False else", _DENY_PREFIX
+    ),
+    Equivalent(
+        "endpoints",
+        "EndpointPolicy.__init__",
+        '"*" in allow',
+        '"XX*XX" in allow',
+        "An allow list holding '*' then becomes _Patterns(['*']), whose empty prefix every name starts with: "
+        "everything allowed, as with None.",
+    ),
+    Equivalent(
+        "hosts",
+        "_is_forbidden",
+        'char not in "\\u200c\\u200d"',
+        'char not in "XX\\u200c\\u200dXX"',
+        "'X' is a letter, never of a C or Z category, so excusing it too changes nothing.",
+    ),
+    Equivalent(
+        "hosts",
+        "_is_forbidden",
+        'in "CZ"',
+        'in "XXCZXX"',
+        "No Unicode general category starts with 'X', so the added letters never match.",
+    ),
+    Equivalent("hosts", "_loose_canonical", '.decode("ascii")', '.decode("ASCII")', _CODEC_NAMES),
+    Equivalent("hosts", "_public_name", '.decode("ascii")', '.decode("ASCII")', _CODEC_NAMES),
+    Equivalent("hosts", "_public_name", "std3_rules=True", "std3_rules=False", _STD3),
+    Equivalent("hosts", "_public_name", "std3_rules=True", "std3_rules=None", _STD3),
+    Equivalent("hosts", "_public_name", "std3_rules=True", "uts46=True, )", _STD3),
+    Equivalent(
+        "hosts",
+        "_public_name",
+        "len(ascii_name) > 253",
+        "len(ascii_name) > 254",
+        "idna.encode already refuses a name over 253 characters (254 with the trailing dot, removed next).",
+    ),
+    Equivalent(
+        "hosts",
+        "_public_instance",
+        'authority.rpartition(":")[2]',
+        'authority.partition(":")[2]',
+        "An authority with more than one ':' was refused just before; with one, both read the same port.",
+    ),
+    Equivalent(
+        "hosts",
+        "parse_dev_origin",
+        "host[1:-1].lower()",
+        "host[1:-1].upper()",
+        "The host is lowercased again when the DevOrigin is built.",
+    ),
+    Equivalent(
+        "hosts",
+        "parse_instance",
+        "if path else None",
+        "if (path) or True else None",
+        "_PROFILE_PATH never matches an empty path, so an empty path still gives no profile.",
+    ),
+    Equivalent("hosts", "parse_instance", "same = False", "same = None", "Only its truth is read."),
+    Equivalent("redirects", "_could_leave_origin", 'split("#", 1)[0]', 'split("#", )[0]', _FIRST_PIECE),
+    Equivalent("redirects", "_could_leave_origin", 'split("#", 1)[0]', 'split("#", 2)[0]', _FIRST_PIECE),
+    Equivalent("redirects", "_could_leave_origin", 'split("?", 1)[0]', 'split("?", )[0]', _FIRST_PIECE),
+    Equivalent("redirects", "_could_leave_origin", 'split("?", 1)[0]', 'split("?", 2)[0]', _FIRST_PIECE),
+    Equivalent(
+        "redirects", "_is_plain_path", 'value.startswith("//") or', '.startswith("XX//XX")', _PLAIN_PATH
+    ),
+    Equivalent("redirects", "_is_plain_path", 'or "\\\\" in value', '"XX\\\\XX" in value', _PLAIN_PATH),
+    Equivalent("redirects", "_is_plain_path", '"//") or "\\\\" in', '"//") and "\\\\" in', _PLAIN_PATH),
+    Equivalent("redirects", "_is_plain_path", 'not value.startswith("/") or', '"/") and value', _PLAIN_PATH),
+    Equivalent(
+        "redirects", "_is_plain_path", "return False", "return True", _PLAIN_PATH, above='"\\\\" in value'
+    ),
+    Equivalent("redirects", "_is_plain_path", "urlsplit(value)", "urlsplit(None)", _PLAIN_PATH),
+    Equivalent("redirects", "_is_plain_path", "not parts.scheme and", "not parts.scheme or", _PLAIN_PATH),
+    Equivalent("session", "SessionCookies.read", "self._opened.get(value)", "session = None", _OPENED_CACHE),
+    Equivalent(
+        "session", "SessionCookies.read", "self._opened.get(value)", "._opened.get(None)", _OPENED_CACHE
+    ),
+    Equivalent("session", "SessionCookies.read", "self._opened[value] = session", "= None", _OPENED_CACHE),
+    Equivalent(
+        "session",
+        "SessionCookies.read",
+        "len(self._opened) >= OPENED_CACHE_ENTRIES",
+        "len(self._opened) > OPENED_CACHE_ENTRIES",
+        "The cache's bound moves from 4096 entries to 4097: memory, not behaviour.",
+    ),
+    Equivalent(
+        "session",
+        "SessionCookies.read_pending",
+        "if value else None",
+        "if (value) or True else None",
+        "CookieCodec.decode answers None for an empty or absent value, as the shortcut does.",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +242,7 @@ class Survivor:
     function: str  # "_could_leave_origin", or "SessionCookies.issue" for a method
     removed: tuple[str, ...]
     added: tuple[str, ...]
+    above: str  # the line just above the first one changed
     diff: str
 
 
@@ -139,12 +302,14 @@ def _survivor(folder: Path, name: str) -> Survivor:
     function = f"{match['cls']}.{match['function']}" if match["cls"] else match["function"]
     diff = _mutmut(folder, "show", name).stdout.strip()
     lines = diff.splitlines()[3:]  # after the "# name" line and the ---/+++ header
+    changed = next((i for i, line in enumerate(lines) if line.startswith("-")), 0)
     return Survivor(
         name=name,
         module=match["module"],
         function=function,
         removed=tuple(line[1:].strip() for line in lines if line.startswith("-")),
         added=tuple(line[1:].strip() for line in lines if line.startswith("+")),
+        above=lines[changed - 1][1:].strip() if changed > 0 else "",
         diff=diff,
     )
 
