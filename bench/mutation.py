@@ -130,6 +130,13 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     ),
     Equivalent(
         "endpoints",
+        "_secure_endpoints",
+        'name.strip("/")',
+        'name.strip("XX/XX")',
+        "Misskey's endpoint names are lower-case: an 'X' never stands at either end of one to be stripped.",
+    ),
+    Equivalent(
+        "endpoints",
         "validate_patterns",
         'pattern != "*"',
         'pattern != "XX*XX"',
