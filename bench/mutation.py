@@ -356,6 +356,12 @@ def main() -> int:
     print(f"survived: {len(survivors)} ({len(survivors) - len(unexplained)} listed as equivalent)")
     for status, count in sorted(counts.items()):
         print(f"  {status}: {count}")
+    for module in modules:
+        mine = [name for name in statuses if name.startswith(f"app.{module}.")]
+        alive = [s for s in survivors if s.module == module]
+        print(
+            f"  app/{module}.py: {len(mine)} mutants, {len(mine) - len(alive)} killed, {len(alive)} survived"
+        )
     for survivor in survivors:
         listed = next((e for e in EQUIVALENT if e.matches(survivor)), None)
         print()
