@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict
+
+from app.crypto import CookieCodec
 from app.hosts import Instance, parse_instance
-from app.session import MAX_COOKIE_BYTES, MAX_PENDING, PENDING_TTL, SessionCookies
+from app.session import (
+    MAX_COOKIE_BYTES,
+    MAX_FIELD,
+    MAX_PENDING,
+    PENDING_TTL,
+    USER_FIELDS,
+    PendingSignIn,
+    Session,
+    SessionCookies,
+    display_user,
+)
 
 KEYS = ["a" * 32]
 MISSKEY = Instance(host="misskey.io", origin="https://misskey.io", dev=False)
+DEV = Instance(host="127.0.0.1:3000", origin="http://127.0.0.1:3000", dev=True)
+SERVER = {"name": "Stand-in", "software": "misskey"}
 USER = {
     "id": "9x",
     "username": "alice",
@@ -43,6 +59,63 @@ def test_issue_and_read_round_trip_keeps_only_display_fields() -> None:
     assert "token" not in str(read.public_json())
 
 
+def test_every_field_survives_the_cookie_and_the_format_is_kept() -> None:
+    clock = Clock()
+    session, value = make(clock).issue(DEV, token="T" * 32, user=USER, method="legacy", server=SERVER)
+    user = {key: USER[key] for key in USER_FIELDS}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", session.sid), "128 random bits"
+    assert session == Session(
+        sid=session.sid,
+        host="127.0.0.1:3000",
+        origin="http://127.0.0.1:3000",
+        dev=True,
+        token="T" * 32,
+        user=user,
+        method="legacy",
+        issued_at=clock.now,
+        expires_at=clock.now + 3600,
+        server=SERVER,
+    )
+    assert make(clock).read(value) == session, "opened by another process, with nothing cached"
+    assert session.public_json() == {
+        "instance": "127.0.0.1:3000",
+        "user": user,
+        "method": "legacy",
+        "server": SERVER,
+    }
+    # Live cookies hold this: a change of purpose or of a key's name would sign everyone out.
+    assert CookieCodec(KEYS, "session").decode(value) == {
+        "s": session.sid,
+        "h": "127.0.0.1:3000",
+        "o": "http://127.0.0.1:3000",
+        "d": True,
+        "t": "T" * 32,
+        "u": user,
+        "m": "legacy",
+        "i": clock.now,
+        "e": clock.now + 3600,
+        "v": SERVER,
+    }
+
+
+def test_a_sign_in_under_way_keeps_every_field() -> None:
+    clock = Clock()
+    cookies = make(clock)
+    pending = cookies.new_pending(DEV, "s1", "/back", "oauth2")
+    assert pending == PendingSignIn(
+        session="s1",
+        host="127.0.0.1:3000",
+        origin="http://127.0.0.1:3000",
+        dev=True,
+        return_to="/back",
+        method="oauth2",
+        expires_at=clock.now + PENDING_TTL,
+    )
+    value = cookies.write_pending([pending])
+    assert make(clock).read_pending(value) == [pending]
+    assert CookieCodec(KEYS, "signin").decode(value) == {"p": [asdict(pending)]}
+
+
 def test_session_expires_exactly_at_max_age() -> None:
     clock = Clock()
     cookies = make(clock, max_age=100)
@@ -54,15 +127,78 @@ def test_session_expires_exactly_at_max_age() -> None:
 
 
 def test_cookie_names_follow_the_scheme() -> None:
+    assert make(Clock(), secure=True).secure is True
+    assert make(Clock(), secure=False).secure is False
     assert make(Clock(), secure=True).session_name == "__Host-tobira"
     assert make(Clock(), secure=False).session_name == "tobira"
+    assert make(Clock(), secure=True).pending_name == "__Host-tobira-signin"
+    assert make(Clock(), secure=False).pending_name == "tobira-signin"
 
 
-def test_oversized_profile_fields_are_dropped_to_stay_under_4000_bytes() -> None:
-    cookies = make(Clock())
-    huge = {**USER, "name": "n" * 500, "avatarUrl": "https://m/" + "a" * 500, "username": "u" * 400}
-    _, value = cookies.issue(MISSKEY, token="t" * 512, user=huge, method="miauth")
-    assert len(value) + len("tobira=") < MAX_COOKIE_BYTES
+# A profile at the per-field cap: dropping either of its two display fields frees about 700 bytes.
+LONG_PROFILE = {**USER, "name": "n" * MAX_FIELD, "avatarUrl": "https://m/" + "a" * (MAX_FIELD - 10)}
+
+
+def _cookie_bytes(cookies: SessionCookies, token_length: int) -> tuple[Session, int]:
+    """The session issued with a token of that length, and its whole Set-Cookie pair's length."""
+    session, value = cookies.issue(MISSKEY, token="t" * token_length, user=LONG_PROFILE, method="miauth")
+    return session, len(cookies.session_name) + 1 + len(value)
+
+
+def _longest_token_with_every_field(cookies: SessionCookies) -> int:
+    length = 0
+    while _cookie_bytes(cookies, length + 1)[0].user["avatarUrl"] is not None:
+        length += 1
+    return length
+
+
+def test_display_fields_are_dropped_avatar_first_only_when_over_4000_bytes() -> None:
+    cookies = make(Clock(), secure=True)
+    longest = _longest_token_with_every_field(cookies)
+
+    kept, size = _cookie_bytes(cookies, longest)
+    assert size == MAX_COOKIE_BYTES, "exactly at the cap, nothing is dropped"
+    assert kept.user == {key: LONG_PROFILE[key] for key in USER_FIELDS}
+
+    one_over, size = _cookie_bytes(cookies, longest + 1)
+    assert size <= MAX_COOKIE_BYTES
+    assert one_over.user["avatarUrl"] is None
+    assert one_over.user["name"] == LONG_PROFILE["name"]
+
+    # Dropping the avatar is not enough any more: the name goes too, and nothing else.
+    both, size = _cookie_bytes(cookies, longest + 600)
+    assert size <= MAX_COOKIE_BYTES
+    assert both.user == {**{key: LONG_PROFILE[key] for key in USER_FIELDS}, "name": None, "avatarUrl": None}
+    assert _cookie_bytes(cookies, longest + 500)[0].user["name"] == LONG_PROFILE["name"]
+
+
+def test_what_is_dropped_is_dropped_from_the_cookie_too() -> None:
+    clock = Clock()
+    cookies = make(clock, secure=True)
+    session, value = cookies.issue(
+        MISSKEY,
+        token="t" * (_longest_token_with_every_field(cookies) + 1),
+        user=LONG_PROFILE,
+        method="miauth",
+    )
+    assert make(clock, secure=True).read(value) == session
+
+
+def test_each_display_field_is_a_string_of_at_most_max_field_characters() -> None:
+    user = {
+        "id": "i" * MAX_FIELD,
+        "username": "u" * (MAX_FIELD + 1),
+        "host": 7,
+        "name": {"x": "y"},
+        "extra": "e",
+    }
+    assert display_user(user) == {
+        "id": "i" * MAX_FIELD,
+        "username": None,
+        "host": None,
+        "name": None,
+        "avatarUrl": None,
+    }
 
 
 def test_a_session_cookie_is_not_a_sign_in_cookie_and_back() -> None:
