@@ -154,3 +154,9 @@ STARTS = [
 @pytest.mark.parametrize(("method", "headers", "expected"), STARTS)
 def test_started_here(method: str, headers: dict[str, str], expected: bool) -> None:
     assert started_here(headers, PUBLIC, method=method) is expected
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_started_here_with_a_trailing_slash_in_the_public_origin(method: str) -> None:
+    assert started_here({"origin": SAME}, PUBLIC + "/", method=method) is True
+    assert started_here({"origin": "https://evil.example"}, PUBLIC + "/", method=method) is False

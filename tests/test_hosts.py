@@ -695,3 +695,33 @@ def test_inet_aton_helper_agrees_with_the_c_library(text: str, reads: bool) -> N
         assert not reads
     else:
         assert reads
+
+
+OWNS = [
+    ("https://misskey.io/auth/abc", True),
+    ("https://MISSKEY.IO/auth/abc", True),
+    ("HTTPS://misskey.io/", True),
+    ("https://misskey.io", True),
+    ("https://misskey.io/" + "a" * 2029, True),  # 2048 characters in all
+    ("https://misskey.io/" + "a" * 2030, False),
+    ("http://misskey.io/auth/abc", False),
+    ("https://misskey.io:8443/auth", False),
+    ("https://evil.example/auth/abc", False),
+    ("https://misskey.io.evil.example/", False),
+    ("https://user@misskey.io/", False),
+    ("https://:pass@misskey.io/", False),
+    ("https://misskey.io:443/", False),  # compared as written: an explicit port is not the origin tobira uses
+    ("/auth/abc", False),
+    ("https://[::1/", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("url", "owned"), OWNS)
+def test_an_instance_owns_urls_on_its_own_origin_only(url: str, owned: bool) -> None:
+    assert parse_instance("misskey.io").owns(url) is owned
+
+
+@pytest.mark.parametrize("value", [None, 42, b"https://misskey.io/", ["https://misskey.io/"]])
+def test_an_instance_owns_no_value_that_is_not_text(value: object) -> None:
+    assert parse_instance("misskey.io").owns(value) is False

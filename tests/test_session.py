@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 
+import pytest
+
 from app.crypto import CookieCodec
 from app.hosts import Instance, parse_instance
 from app.session import (
@@ -114,6 +116,10 @@ def test_a_sign_in_under_way_keeps_every_field() -> None:
     value = cookies.write_pending([pending])
     assert make(clock).read_pending(value) == [pending]
     assert CookieCodec(KEYS, "signin").decode(value) == {"p": [asdict(pending)]}
+    # What discovery said about the server travels with it, for the session to show.
+    with_server = cookies.new_pending(DEV, "s2", "/", "miauth", SERVER)
+    assert with_server.server == SERVER
+    assert make(clock).read_pending(cookies.write_pending([with_server])) == [with_server]
 
 
 def test_session_expires_exactly_at_max_age() -> None:
@@ -133,6 +139,8 @@ def test_cookie_names_follow_the_scheme() -> None:
     assert make(Clock(), secure=False).session_name == "tobira"
     assert make(Clock(), secure=True).pending_name == "__Host-tobira-signin"
     assert make(Clock(), secure=False).pending_name == "tobira-signin"
+    assert make(Clock(), secure=True).recent_name == "__Host-tobira-recent"
+    assert make(Clock(), secure=False).recent_name == "tobira-recent"
 
 
 # A profile at the per-field cap: dropping either of its two display fields frees about 700 bytes.
@@ -229,6 +237,61 @@ def test_garbage_is_no_session() -> None:
     for value in ["", "x", "a" * 5000, "é", None]:
         assert cookies.read(value) is None
         assert cookies.read_pending(value) == []
+
+
+def _pending(cookies: SessionCookies, n: int, return_to_length: int) -> PendingSignIn:
+    return cookies.new_pending(MISSKEY, f"session-{n}", "/" + "r" * (return_to_length - 1), "miauth")
+
+
+def _cookie_length(cookies: SessionCookies, items: list[PendingSignIn]) -> int:
+    return len(cookies.pending_name) + 1 + len(cookies.write_pending(items))
+
+
+def _newest_of_length(
+    cookies: SessionCookies, older: list[PendingSignIn], total: int
+) -> PendingSignIn | None:
+    """A newest sign-in that makes the cookie of `older` and it exactly `total` bytes long, if one does."""
+    for length in range(1, 3000):
+        newest = _pending(cookies, len(older), length)
+        if _cookie_length(cookies, [*older, newest]) == total:
+            return newest
+    return None
+
+
+@pytest.mark.parametrize(("total", "kept"), [(MAX_COOKIE_BYTES, 2), (MAX_COOKIE_BYTES + 1, 1)])
+def test_sign_ins_under_way_fit_in_4000_bytes_exactly(total: int, kept: int) -> None:
+    """At 4000 bytes both stay; one byte more and the oldest gives way (the newest always stays)."""
+    cookies = make(Clock(), secure=True)
+    for older_length in range(1000, 1100):  # an older sign-in for which some newest one hits `total` exactly
+        older = _pending(cookies, 0, older_length)
+        newest = _newest_of_length(cookies, [older], total)
+        if newest is not None:
+            break
+    assert newest is not None
+    value = cookies.start_pending(cookies.write_pending([older]), newest)
+    assert [item.session for item in cookies.read_pending(value)] == [older.session, newest.session][-kept:]
+
+
+def test_as_few_give_way_as_needed() -> None:
+    cookies = make(Clock(), secure=True)
+    older = [_pending(cookies, n, 1200) for n in range(2)]
+    newest = _pending(cookies, 2, 1200)
+    assert (
+        _cookie_length(cookies, [*older, newest])
+        > MAX_COOKIE_BYTES
+        >= _cookie_length(cookies, [older[1], newest])
+    )
+    value = cookies.start_pending(cookies.write_pending(older), newest)
+    assert [item.session for item in cookies.read_pending(value)] == ["session-1", "session-2"]
+
+
+def test_a_single_sign_in_stays_even_over_the_cap() -> None:
+    """Without it the sign-in could not finish at all; a browser may still refuse a cookie that long."""
+    cookies = make(Clock(), secure=True)
+    newest = _pending(cookies, 0, 2900)
+    value = cookies.start_pending(None, newest)
+    assert _cookie_length(cookies, [newest]) > MAX_COOKIE_BYTES
+    assert cookies.read_pending(value) == [newest]
 
 
 def test_sign_ins_under_way_give_way_to_keep_the_cookie_under_the_cap() -> None:
