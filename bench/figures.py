@@ -420,9 +420,10 @@ def pytest_rows(run: PytestRun) -> tuple[list[Row], dict[str, object]]:
         ),
         Row(
             LAB.title,
-            "tobira in a network namespace of its own, names resolved through the tests' DNS server, https"
-            " fakes behind a test CA, canaries on every forbidden address (rebinding, mixed and CNAME answers,"
-            f" IPv6 forms, silent DNS, wrong certificates, the hardening items): {verdict(lab, 'cases')}",
+            "tobira in a network namespace of its own, names resolved through the tests' DNS server,"
+            " https fakes behind a test CA, canaries on every forbidden address (rebinding, mixed and CNAME"
+            " answers, IPv6 forms, silent DNS, wrong certificates, the hardening items):"
+            f" {verdict(lab, 'cases')}",
             LAB.command(),
             lab.ok,
         ),
