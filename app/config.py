@@ -10,11 +10,13 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -64,7 +66,7 @@ class Settings(BaseSettings):
     instances_deny: CommaList = Field(default_factory=list)
     dev_instances: CommaList = Field(default_factory=list)
     session_max_age: int = Field(default=30 * 24 * 3600, gt=0)
-    data_dir: Path = Path(".tobira")
+    data_dir: Path = Field(default_factory=lambda: Path(user_data_dir("tobira", appauthor=False)))
     store_url: str | None = None
     auth_methods: CommaList = Field(default_factory=lambda: ["miauth", "legacy"])
     proxy_endpoints: CommaList | None = None
@@ -74,6 +76,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     per_host_connections: int = Field(default=32, gt=0)
+    resolve_timeout: float = Field(default=3.0, gt=0)
+    resolve_max: int = Field(default=128, gt=0)
+    resolve_per_client: int = Field(default=4, gt=0)
     login_rate_limit: int = Field(default=30, ge=0)
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
@@ -133,32 +138,60 @@ class Settings(BaseSettings):
         return [key.get_secret_value() for key in self.secret_keys]
 
 
-def _problems(settings: Settings) -> list[str]:
-    """Cross-field checks pydantic cannot express on one field."""
-    problems: list[str] = []
+# The checks pydantic cannot express on one field, one concern each; every one runs, so that start-up lists
+# every problem at once.
+
+
+def _check_public_url(settings: Settings) -> list[str]:
     parts = urlsplit(settings.public_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append("TOBIRA_PUBLIC_URL must be an http or https URL such as https://login.example.com")
-    elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        problems.append("TOBIRA_PUBLIC_URL must be an origin only, without path, query or user")
+        return ["TOBIRA_PUBLIC_URL must be an http or https URL such as https://login.example.com"]
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return ["TOBIRA_PUBLIC_URL must be an origin only, without path, query or user"]
+    return []
+
+
+def _check_secret_keys(settings: Settings) -> list[str]:
+    problems = []
     if settings.is_production and not settings.secret_keys:
         problems.append("TOBIRA_SECRET_KEYS is required when TOBIRA_PUBLIC_URL is https")
     for index, key in enumerate(settings.secret_keys, start=1):
         if len(key.get_secret_value()) < MIN_SECRET_LENGTH:
             problems.append(f"TOBIRA_SECRET_KEYS: key {index} is shorter than {MIN_SECRET_LENGTH} characters")
-    for name in settings.permissions:
-        if name not in KNOWN_PERMISSIONS:
-            problems.append(f"TOBIRA_PERMISSIONS: unknown permission {name!r}")
-    for method in settings.auth_methods:
-        if method not in AUTH_METHODS:
-            problems.append(f"TOBIRA_AUTH_METHODS: unknown method {method!r} (use {', '.join(AUTH_METHODS)})")
+    return problems
+
+
+def _check_permissions(settings: Settings) -> list[str]:
+    return [
+        f"TOBIRA_PERMISSIONS: unknown permission {name!r}"
+        for name in settings.permissions
+        if name not in KNOWN_PERMISSIONS
+    ]
+
+
+def _check_auth_methods(settings: Settings) -> list[str]:
     if not settings.auth_methods:
-        problems.append("TOBIRA_AUTH_METHODS must name at least one method")
+        return ["TOBIRA_AUTH_METHODS must name at least one method"]
+    known = ", ".join(AUTH_METHODS)
+    return [
+        f"TOBIRA_AUTH_METHODS: unknown method {method!r} (use {known})"
+        for method in settings.auth_methods
+        if method not in AUTH_METHODS
+    ]
+
+
+def _check_dev_instances(settings: Settings) -> list[str]:
+    problems = []
     for origin in settings.dev_instances:
         try:
             parse_dev_origin(origin)
         except ValueError as exc:
             problems.append(f"TOBIRA_DEV_INSTANCES: {origin!r}: {exc}")
+    return problems
+
+
+def _check_instance_lists(settings: Settings) -> list[str]:
+    problems = []
     for variable, patterns in (
         ("TOBIRA_INSTANCES_ALLOW", settings.instances_allow),
         ("TOBIRA_INSTANCES_DENY", settings.instances_deny),
@@ -168,20 +201,28 @@ def _problems(settings: Settings) -> list[str]:
                 canonical_host(pattern.removeprefix("*."))
             except InvalidInstance:
                 problems.append(f"{variable}: {pattern!r} is not a host name or *.domain")
-    if settings.proxy_endpoints is not None:
-        problems += [f"TOBIRA_PROXY_ENDPOINTS: {p}" for p in validate_patterns(settings.proxy_endpoints)]
+    return problems
+
+
+def _check_proxy_endpoints(settings: Settings) -> list[str]:
+    if settings.proxy_endpoints is None:
+        return []
+    return [f"TOBIRA_PROXY_ENDPOINTS: {problem}" for problem in validate_patterns(settings.proxy_endpoints)]
+
+
+def _check_app_identity(settings: Settings) -> list[str]:
+    """What Misskey's consent screen accepts: a name of at most 128 characters, an https icon of 512."""
+    problems = []
     if settings.app_icon and not settings.app_icon.startswith("https://"):
         problems.append("TOBIRA_APP_ICON must be an https URL")
     if len(settings.app_name) > 128:
         problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
     if settings.app_icon and len(settings.app_icon) > 512:
         problems.append("TOBIRA_APP_ICON must be at most 512 characters (Misskey refuses longer URLs)")
-    problems += _cookie_domain_problems(settings)
-    problems += load_rules(settings.access_rules)[1]
     return problems
 
 
-def _cookie_domain_problems(settings: Settings) -> list[str]:
+def _check_cookie_domain(settings: Settings) -> list[str]:
     """A shared cookie needs https, and a domain the browser lets tobira's own host set it for."""
     domain = settings.cookie_domain
     if domain is None:
@@ -196,6 +237,31 @@ def _cookie_domain_problems(settings: Settings) -> list[str]:
     if not settings.is_production:
         problems.append("TOBIRA_COOKIE_DOMAIN needs an https TOBIRA_PUBLIC_URL (its cookie is Secure)")
     return problems
+
+
+def _check_access_rules(settings: Settings) -> list[str]:
+    return load_rules(settings.access_rules)[1]
+
+
+def _check_resolution(settings: Settings) -> list[str]:
+    if settings.resolve_per_client > settings.resolve_max:
+        return ["TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX"]
+    return []
+
+
+CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
+    _check_public_url,
+    _check_secret_keys,
+    _check_permissions,
+    _check_auth_methods,
+    _check_dev_instances,
+    _check_instance_lists,
+    _check_proxy_endpoints,
+    _check_app_identity,
+    _check_resolution,
+    _check_cookie_domain,
+    _check_access_rules,
+)
 
 
 def _with_dev_keys(settings: Settings) -> Settings:
@@ -213,14 +279,23 @@ def _with_dev_keys(settings: Settings) -> Settings:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the configuration; raise ConfigError listing every problem."""
+    """Read and validate the configuration; raise ConfigError listing every problem.
+
+    A field that fails its own validation (a number that is none) is reported, then taken at its default
+    so that the checks across fields still run and report what else is wrong.
+    """
+    problems: list[str] = []
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(
-            [f"TOBIRA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
-        ) from None
-    problems = _problems(settings)
+        errors = exc.errors()
+        problems += [f"TOBIRA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in errors]
+        failed = {str(e["loc"][0]) for e in errors if e["loc"]}
+        defaults = {
+            name: Settings.model_fields[name].get_default(call_default_factory=True) for name in failed
+        }
+        settings = Settings(**{**overrides, **defaults})
+    problems += [problem for check in CHECKS for problem in check(settings)]
     if problems:
         raise ConfigError(problems)
     return _with_dev_keys(settings)

@@ -32,7 +32,6 @@ OAUTH2_METADATA_PATH = "/.well-known/oauth-authorization-server"
 NODEINFO_DEADLINE = 4.0
 MAX_TEXT = 256
 MAX_URL = 1024
-MAX_ENDPOINT = 2048
 T = TypeVar("T")
 
 
@@ -156,22 +155,10 @@ def _oauth2_offer(document: dict[str, Any], instance: Instance) -> OAuthMetadata
         return None
     if not isinstance(methods, list) or "S256" not in methods:
         return None
-    if not (_on_origin(authorize, instance) and _on_origin(token, instance)):
+    if not (instance.owns(authorize) and instance.owns(token)):
         return None
     assert isinstance(authorize, str) and isinstance(token, str)
     return OAuthMetadata(issuer, authorize, token)
-
-
-def _on_origin(url: Any, instance: Instance) -> bool:
-    """True for an absolute URL of sane length on the instance's own origin, without user information."""
-    if not isinstance(url, str) or len(url) > MAX_ENDPOINT:
-        return False
-    try:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-    except ValueError:
-        return False
-    return origin == instance.origin and not parts.username and not parts.password
 
 
 class Discovery:

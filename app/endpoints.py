@@ -33,11 +33,12 @@ def _secure_endpoints() -> frozenset[str]:
     return frozenset(name.strip("/") for name, spec in endpoints.items() if spec.get("secure") is True)
 
 
-# Patterns: a name, or text ending in "*" for every name that starts with the text before it.
+# Misskey refuses these to app tokens anyway; refusing them here saves a round trip and keeps them refused
+# on forks that do not mark them.
+SECURE_ENDPOINTS: Final = _secure_endpoints()
+# Patterns: a name, or text ending in "*" for every name that starts with the text before it. They stand on
+# their own, whatever endpoints.json marks: a fork may mark none of them secure.
 BUILT_IN_DENY: Final[tuple[str, ...]] = (
-    # Misskey refuses these to app tokens anyway; refusing them here saves a round trip and keeps them
-    # refused on forks that do not mark them.
-    *sorted(_secure_endpoints()),
     # Server administration: a moderator's session must never be usable from a web page.
     "admin/*",
     # Creating and approving tokens and apps: the proxy never mints or grants credentials.
@@ -91,7 +92,7 @@ class _Patterns:
         return prefix.startswith(self.prefixes)
 
 
-_DENY = _Patterns(BUILT_IN_DENY)
+_DENY = _Patterns((*BUILT_IN_DENY, *SECURE_ENDPOINTS))
 
 
 def validate_patterns(patterns: Sequence[str]) -> list[str]:
@@ -116,8 +117,11 @@ def validate_patterns(patterns: Sequence[str]) -> list[str]:
 class EndpointPolicy:
     """The operator's allow list (if any) with the built-in deny list on top."""
 
-    def __init__(self, allow: Sequence[str] | None = None) -> None:
-        """`allow` is None for every endpoint but the deny list, else names and "prefix/*" patterns.
+    def __init__(
+        self, allow: Sequence[str] | None = None, *, secure: Iterable[str] = SECURE_ENDPOINTS
+    ) -> None:
+        """`allow` is None for every endpoint but the deny list, else names and "prefix/*" patterns;
+        `secure` the names the server software marks secure (Misskey's), denied on top of BUILT_IN_DENY.
 
         Raises ValueError for a malformed pattern (configuration reports those first, with the rest).
         """
@@ -126,6 +130,7 @@ class EndpointPolicy:
             if malformed:
                 raise ValueError(f"malformed endpoint patterns: {malformed!r}")
         self._allow = None if allow is None or "*" in allow else _Patterns(allow)
+        self._deny = _Patterns((*BUILT_IN_DENY, *secure))
 
     def check(self, name: str) -> None:
         """Return if the proxy may forward `name`.
@@ -135,5 +140,5 @@ class EndpointPolicy:
         """
         if not isinstance(name, str) or not ENDPOINT_NAME.fullmatch(name):
             raise InvalidEndpoint()
-        if _DENY.match(name) or (self._allow is not None and not self._allow.match(name)):
+        if self._deny.match(name) or (self._allow is not None and not self._allow.match(name)):
             raise EndpointNotAllowed()

@@ -10,9 +10,13 @@ over it). On every request the guard enforces:
   verification, so DNS rebinding between the check and the connect cannot happen; its short DNS cache only
   ever holds checked answers;
 - no redirects followed, no cookies kept, no proxy or netrc from the environment, User-Agent "tobira/0.1";
+- names resolved by `app.resolver` (asynchronous, bounded in time, capped overall and per client, one
+  resolution per name shared by all who ask), never by a thread pool other requests need;
 - a time bound to connect and one for the whole request including the body (InstanceTimeout), and at most
   `per_host_connections` requests to one origin at once, the others waiting within their time bound;
-- a size bound on the answer counted after decompression (InstanceBadAnswer), enforced by `app.http1`;
+- kept-alive connections closed once idle too long and capped in number (`app.pool`);
+- bounds on the answer's head, body and decompressed size as the bytes arrive (InstanceBadAnswer),
+  enforced by `app.http1`;
 - every failure raised as an `app.errors.InstanceError`, never with the URL's query or the request body in
   the message (tokens travel there).
 
@@ -37,7 +41,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from app import http1
+from app import http1, pool
+from app.addresses import Address, is_public_address
 from app.errors import (
     AddressForbidden,
     InstanceBadAnswer,
@@ -48,102 +53,21 @@ from app.errors import (
     TobiraError,
 )
 from app.hosts import DevOrigin
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+from app.resolver import DnsResolver
 
 USER_AGENT = "tobira/0.1"
 TOO_LARGE = "The server's answer is too large."
 
 _log = logging.getLogger(__name__)
 
-# ipaddress's is_global lags behind the IANA registries (and differs between Python releases), so these
-# are refused explicitly on top of it.
-_V4_NOT_PUBLIC = tuple(
-    ipaddress.IPv4Network(net)
-    for net in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-    )
-)
-# Only 2000::/3 is allocated for global unicast; inside it these are documentation, benchmarking and
-# identifier (ORCHID) space, never a server's locator.
-_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
-_V6_NOT_PUBLIC = tuple(
-    ipaddress.IPv6Network(net)
-    for net in ("2001:2::/48", "2001:10::/28", "2001:20::/28", "2001:db8::/32", "3fff::/20")
-)
-_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_V4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
-_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def is_public_address(ip: Address) -> bool:
-    """True only for an address on the public internet that tobira may connect to.
-
-    IPv6 forms that carry an IPv4 address (mapped, translated, compatible, NAT64 64:ff9b::/96, 6to4, Teredo)
-    are judged by the IPv4 address they lead to. The local-use NAT64 prefix 64:ff9b:1::/48 is never public:
-    where its IPv4 address sits depends on a local choice, and it lies outside 2000::/3 anyway.
-    """
-    if isinstance(ip, ipaddress.IPv4Address):
-        return _is_public_v4(ip)
-    embedded = _embedded_ipv4(ip)
-    if embedded is not None:
-        return all(_is_public_v4(v4) for v4 in embedded)
-    return (
-        ip in _V6_GLOBAL_UNICAST
-        and ip.is_global
-        and not ip.is_multicast
-        and not any(ip in net for net in _V6_NOT_PUBLIC)
-    )
-
-
-def _is_public_v4(ip: ipaddress.IPv4Address) -> bool:
-    return ip.is_global and not ip.is_multicast and not any(ip in net for net in _V4_NOT_PUBLIC)
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...] | None:
-    """The IPv4 addresses that `ip` carries (for Teredo: its server and its client), or None."""
-    if ip in _V4_MAPPED or ip in _V4_TRANSLATED or ip in _V4_COMPATIBLE or ip in _NAT64:
-        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
-    if ip.sixtofour is not None:
-        return (ip.sixtofour,)
-    if ip.teredo is not None:
-        return ip.teredo  # (server, client); both must be public
-    return None
-
 
 class Resolver(Protocol):
     """Turns a host name into the addresses to connect to."""
 
     async def resolve(self, host: str, port: int) -> list[str]:
-        """IP address strings for `host`; raises InstanceNotFound when the name does not resolve."""
+        """IP address strings for `host`; raises InstanceNotFound when the name does not resolve,
+        InstanceTimeout when resolving it takes too long, RateLimited when the client resolves too much."""
         ...
-
-
-class SystemResolver:
-    """The operating system's resolver, via the event loop's getaddrinfo."""
-
-    async def resolve(self, host: str, port: int) -> list[str]:
-        """IP address strings for `host`, in the resolver's order; raises InstanceNotFound."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise InstanceNotFound() from None
-        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +81,11 @@ class GuardSettings:
     dev_origins: tuple[DevOrigin, ...] = ()
     # How long checked DNS answers are reused; 0 resolves (and checks) again for every new connection.
     dns_cache_seconds: int = 10
+    # Kept-alive connections (`app.pool`): closed after this long idle; at most this many idle per origin
+    # (None: `per_host_connections`) and overall.
+    idle_seconds: float = pool.IDLE_SECONDS
+    max_idle_per_origin: int | None = None
+    max_idle: int = pool.MAX_IDLE
 
 
 class Guard:
@@ -175,7 +104,12 @@ class Guard:
         )
         self._dev_authorities = frozenset((host, port) for _, host, port in self._dev_origins)
         self._dns_cache: OrderedDict[tuple[str, int], tuple[float, list[str]]] = OrderedDict()
-        self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._pool = pool.Pool(
+            settings.per_host_connections,
+            idle_seconds=settings.idle_seconds,
+            max_idle_per_origin=settings.max_idle_per_origin,
+            max_idle=settings.max_idle,
+        )
         self._allowed_origins: dict[tuple[str, str], tuple[str, str, int]] = {}
 
     async def request(
@@ -196,42 +130,33 @@ class Guard:
         if method not in _METHODS:
             raise ValueError(f"method {method!r} is not used with instances")
         head, length = self._head(method, host, port, target, headers, body)
-        key = (scheme, host, port)
-        origin = self._origins.get(key)
-        if origin is None:
-            origin = self._origins[key] = _Origin(self._settings.per_host_connections)
-        origin.users += 1
         try:
-            async with asyncio.timeout(self._settings.total_timeout), origin.gate:
-                for attempt in range(2):
-                    connection, reused = origin.checkout(), True
-                    if connection is None:
-                        connection, reused = await self._connect(scheme, host, port), False
-                    try:
-                        answer = await connection.exchange(head, body, length, head_only=method == "HEAD")
-                    except http1.Closed as closed:
-                        if method != "GET" or not reused or closed.answered or attempt:
-                            raise
-                        continue
-                    if connection.reusable:
-                        origin.checkin(connection)
-                    else:
-                        connection.close(graceful=True)
-                    return answer
+            with self._pool.using((scheme, host, port)) as origin:
+                async with asyncio.timeout(self._settings.total_timeout), origin.gate:
+                    for attempt in range(2):
+                        connection, reused = self._pool.checkout(origin), True
+                        if connection is None:
+                            connection, reused = await self._connect(scheme, host, port), False
+                        try:
+                            answer = await connection.exchange(head, body, length, head_only=method == "HEAD")
+                        except http1.Closed as closed:
+                            if method != "GET" or not reused or closed.answered or attempt:
+                                raise
+                            continue
+                        if connection.reusable:
+                            self._pool.checkin(origin, connection)
+                        else:
+                            connection.close(graceful=True)
+                        return answer
         except TobiraError:
             raise
         except (http1.WireError, OSError, TimeoutError) as exc:
             raise _translate(exc, host) from None
-        finally:
-            origin.users -= 1
-            if not origin.users and not origin.idle:
-                del self._origins[key]
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        for origin in self._origins.values():
-            origin.close()
-        self._origins.clear()
+        """Close every idle connection and stop the pool's sweeper."""
+        await self._pool.aclose()
 
     def _check_url(self, url: str) -> tuple[str, str, int, str]:
         """(scheme, host, port, request target); AddressForbidden unless https on 443 or a dev origin."""
@@ -372,35 +297,6 @@ class Guard:
         return addresses
 
 
-class _Origin:
-    """Kept-alive connections to one origin and the gate bounding concurrent requests to it."""
-
-    __slots__ = ("gate", "idle", "users")
-
-    def __init__(self, limit: int) -> None:
-        self.gate = asyncio.Semaphore(limit)
-        self.idle: list[http1.Connection] = []
-        self.users = 0
-
-    def checkout(self) -> http1.Connection | None:
-        now = time.monotonic()
-        while self.idle:
-            connection = self.idle.pop()
-            if not connection.closed and now - connection.idle_since < _IDLE_SECONDS:
-                return connection
-            connection.close(graceful=True)
-        return None
-
-    def checkin(self, connection: http1.Connection) -> None:
-        connection.idle_since = time.monotonic()
-        self.idle.append(connection)
-
-    def close(self) -> None:
-        for connection in self.idle:
-            connection.close(graceful=True)
-        self.idle.clear()
-
-
 class _GuardTransport(httpx.AsyncBaseTransport):
     """httpx's interface over the Guard, for code that prefers it (discovery, MiAuth)."""
 
@@ -458,14 +354,13 @@ def build_guard(
     resolver: Resolver | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Guard:
-    return Guard(settings, resolver or SystemResolver(), ssl_context or ssl.create_default_context())
+    """A Guard; `resolver` defaults to `app.resolver.DnsResolver` with its default bounds."""
+    return Guard(settings, resolver or DnsResolver(), ssl_context or ssl.create_default_context())
 
 
 _METHODS = frozenset(("GET", "POST", "HEAD"))
 _DNS_CACHE_ENTRIES = 4096
 _ORIGIN_CACHE_ENTRIES = 4096
-# Under the 5 s keep-alive timeout of Node's HTTP server (Misskey's), so a kept connection is rarely stale.
-_IDLE_SECONDS = 4.0
 # Request headers the guard owns: hop-by-hop ones, Host, User-Agent and Accept-Encoding (it decodes only
 # what it asks for), and the framing it derives from the body.
 _REQUEST_HEADERS_DROPPED = frozenset(

@@ -24,12 +24,14 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import idna
 
 from app.errors import InvalidInstance
 
 _MAX_INPUT = 1024  # far above any real URL or handle; bounds the work done on hostile input
+_MAX_URL = 2048  # the longest URL a server may name on its own origin
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)", re.ASCII | re.DOTALL)
 _HANDLE = re.compile(r"@?[A-Za-z0-9_]+@(?P<authority>[^@/]+)", re.ASCII)
@@ -79,6 +81,18 @@ class Instance:
             raise ValueError("an instance path must start with '/'")
         return self.origin + path
 
+    def owns(self, url: object) -> bool:
+        """Whether `url` is an absolute URL of sane length on this instance's own origin, without user
+        information: where a server may send a browser or tobira's requests of its own accord."""
+        if not isinstance(url, str) or len(url) > _MAX_URL:
+            return False
+        try:
+            parts = urlsplit(url)
+            origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        except ValueError:
+            return False
+        return origin == self.origin and not parts.username and not parts.password
+
 
 class DevOrigin(NamedTuple):
     """One TOBIRA_DEV_INSTANCES origin: host lowercased, IPv6 without brackets."""
@@ -119,6 +133,16 @@ def parse_dev_origin(text: str) -> DevOrigin:
 def parse_instance(text: str, dev_origins: Sequence[DevOrigin] = ()) -> Instance:
     """The instance `text` names; InvalidInstance, with a message for the person, if it is not usable."""
     text = text.strip()
+    _check_characters(text)
+    scheme, authority, path = _split_input(text)
+    instance = _dev_instance(scheme, authority, dev_origins) or _public_instance(scheme, authority)
+    if path:
+        _check_profile_path(path, instance, dev_origins)
+    return instance
+
+
+def _check_characters(text: str) -> None:
+    """InvalidInstance for input that no spelling of a server can be: empty, too long, odd characters."""
     if not text:
         raise InvalidInstance(_EMPTY)
     if len(text) > _MAX_INPUT:
@@ -129,27 +153,31 @@ def parse_instance(text: str, dev_origins: Sequence[DevOrigin] = ()) -> Instance
         raise InvalidInstance(_PERCENT)
     if "?" in text or "#" in text:
         raise InvalidInstance(_QUERY)
-    scheme, authority, path = _split_input(text)
-    # A dev origin must be typed exactly; ASCII only, so that no Unicode case folding makes a match.
+
+
+def _dev_instance(scheme: str | None, authority: str, dev_origins: Sequence[DevOrigin]) -> Instance | None:
+    """The operator's dev origin typed exactly (case aside) or as its host:port, else None."""
+    # ASCII only, so that no Unicode case folding makes a match.
     typed = authority.lower() if authority.isascii() else None
     for dev in dev_origins:
         if (scheme is None or scheme == dev.scheme) and typed in _dev_authorities(dev):
             host = _dev_authorities(dev)[1]
-            instance = Instance(host=host, origin=f"{dev.scheme}://{host}", dev=True)
-            break
-    else:
-        instance = _public_instance(scheme, authority)
-    profile = _PROFILE_PATH.fullmatch(path) if path else None
-    if path and profile is None:
+            return Instance(host=host, origin=f"{dev.scheme}://{host}", dev=True)
+    return None
+
+
+def _check_profile_path(path: str, instance: Instance, dev_origins: Sequence[DevOrigin]) -> None:
+    """InvalidInstance unless `path` is `/` or a profile on this same server (`/@user`, `/@user@host`)."""
+    profile = _PROFILE_PATH.fullmatch(path)
+    if profile is None:
         raise InvalidInstance(_BAD_PATH)
-    if profile is not None and profile["host"] is not None:
+    if profile["host"] is not None:
         try:
             same = parse_instance(profile["host"], dev_origins).origin == instance.origin
         except InvalidInstance:
             same = False
         if not same:
             raise InvalidInstance(_OTHER_SERVER)
-    return instance
 
 
 def canonical_host(text: str) -> str:

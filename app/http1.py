@@ -6,9 +6,14 @@ bare protocol with httptools (the parser uvicorn uses) about 15,000. This module
 no policy. The network guard (`app.guard`) decides where to connect, opens the transport itself and hands
 it here, and bounds time; this module bounds the size of what comes back.
 
-Limits enforced while reading: the head (status line and headers) at most `max_head` bytes, the body at most
+Limits enforced as the bytes arrive, before httptools sees them: httptools keeps a header line (and a
+trailer line) whole until it ends, growing it by concatenation, so an endless one would take memory and
+time without bound (one took the process to 130 MB). So at most `max_head` bytes that are not body are
+fed to it in a row: the head (status line and headers), and after the body has started the chunk framing
+and trailers between two pieces of body. At most `max_fields` header and trailer fields; the body at most
 `max_body` bytes counted after decompression (gzip and deflate are decoded in bounded steps, so a
-compression bomb stops at the cap; any other content coding is refused).
+compression bomb stops at the cap; any other content coding is refused), and nothing after the end of the
+compressed stream (zlib would keep it all as "unused data").
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import cast
 import httptools
 
 MAX_HEAD = 64 * 1024
+MAX_FIELDS = 128
 
 
 class WireError(Exception):
@@ -29,7 +35,8 @@ class WireError(Exception):
 
 
 class Malformed(WireError):
-    """The answer is not HTTP we accept (bad syntax, huge head, unknown content coding)."""
+    """The answer is not HTTP we accept (bad syntax, huge head, too many fields, unknown content coding,
+    bytes after the compressed body)."""
 
 
 class TooLarge(WireError):
@@ -78,15 +85,18 @@ class _Decoder:
         self._started = True
         if len(out) > room or self._inflate.unconsumed_tail:
             raise TooLarge()
+        if self._inflate.unused_data:
+            raise Malformed("data after the compressed body")
         return out
 
 
 class Connection(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
-    def __init__(self, max_body: int, max_head: int = MAX_HEAD) -> None:
+    def __init__(self, max_body: int, max_head: int = MAX_HEAD, max_fields: int = MAX_FIELDS) -> None:
         self.max_body = max_body
         self.max_head = max_head
+        self.max_fields = max_fields
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -98,7 +108,10 @@ class Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._fields = 0
+        self._head_done = False
+        self._not_body = 0  # bytes fed since the head ended or body last came (or since the answer began)
+        self._progress = False  # the head ended or body came during the last feed
         self._chunks: list[bytes] = []
         self._size = 0
         self._decoder: _Decoder | None = None
@@ -115,9 +128,25 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._answered = True
-        if self._waiter is None or self._waiter.done():
+        while data:
+            room = self.max_head - self._not_body
+            if room <= 0:
+                self._fail(Malformed("head or trailers too large"))
+                return
+            piece, data = data[:room], data[room:]
+            self._progress = False
+            if not self._feed(piece):
+                return
+            # Where in the piece the head ended or the body stopped is not known: counting from zero again
+            # lets less than twice the cap through between two pieces of body.
+            self._not_body = 0 if self._progress else self._not_body + len(piece)
+
+    def _feed(self, data: bytes) -> bool:
+        """Hand `data` to the parser; False when the answer has failed (or ended, and bytes remain)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
             self.close()  # bytes nobody asked for: this connection cannot be trusted again
-            return
+            return False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -127,6 +156,9 @@ class Connection(asyncio.Protocol):
             self._fail(cause if isinstance(cause, WireError) else Malformed(str(exc)))
         except httptools.HttpParserError as exc:
             self._fail(Malformed(str(exc)))
+        else:
+            return True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -149,12 +181,14 @@ class Connection(asyncio.Protocol):
             raise Malformed("an answer nobody asked for")  # the stream is out of step: never reuse it
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.max_head:
-            raise Malformed("head too large")
-        self._headers.append((name.lower(), value))
+        self._fields += 1
+        if self._fields > self.max_fields:
+            raise Malformed("too many header fields")
+        if not self._head_done:  # trailers are counted, never taken for headers
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self._head_done = self._progress = True
         if self._head_only:
             # httptools cannot be told that a HEAD answer has no body: finish here, never reuse.
             self.on_message_complete()
@@ -170,6 +204,7 @@ class Connection(asyncio.Protocol):
         self._until_close = has_body and length is None and not chunked
 
     def on_body(self, data: bytes) -> None:
+        self._progress = True
         room = self.max_body - self._size
         if self._decoder is not None:
             data = self._decoder.feed(data, room)

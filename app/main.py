@@ -10,11 +10,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.clients import client_key
 from app.config import Settings, load_settings
 from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
+from app.resolver import CLIENT
 from app.routes import account, pages, signin
 from app.routes.forward import PATHS as FORWARD_PATHS
 from app.routes.forward import ForwardAuthApp
@@ -56,19 +58,42 @@ def create_app(
     for router in (pages.router, signin.router, account.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    headers = {
-        "instance_sources": " ".join(["https:", *settings.dev_instances]),
-        "hsts": settings.is_production,
-    }
-    app.add_middleware(SecurityHeaders, **headers)  # type: ignore[arg-type]
-    app.proxy = SecurityHeaders(ProxyApp(lambda: app.state.services), **headers)  # type: ignore[arg-type]
-    app.streaming = StreamingApp(lambda: app.state.services)
+    sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production
+    app.add_middleware(SecurityHeaders, instance_sources=sources, hsts=hsts)
+    app.add_middleware(ResolvingFor, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+    proxy = SecurityHeaders(ProxyApp(lambda: app.state.services), instance_sources=sources, hsts=hsts)
+    app.proxy = ResolvingFor(proxy, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+    app.streaming = ResolvingFor(
+        StreamingApp(lambda: app.state.services), ipv6_prefix=settings.rate_limit_ipv6_prefix
+    )
     app.forward = ForwardAuthApp(
         lambda: app.state.services,
-        pages=lambda page: SecurityHeaders(page, **headers, own_origin=settings.public_origin),  # type: ignore[arg-type]
+        pages=lambda page: SecurityHeaders(
+            page, instance_sources=sources, hsts=hsts, own_origin=settings.public_origin
+        ),
     )
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
     return app
+
+
+class ResolvingFor:
+    """Plain ASGI: tells the resolver (`app.resolver.CLIENT`) which client each HTTP and WebSocket request
+    is for, so that its per-client cap counts them."""
+
+    def __init__(self, app: ASGIApp, *, ipv6_prefix: int) -> None:
+        self.app = app
+        self.ipv6_prefix = ipv6_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] not in ("http", "websocket") or not client:
+            await self.app(scope, receive, send)
+            return
+        token = CLIENT.set(client_key(client[0], self.ipv6_prefix))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CLIENT.reset(token)
 
 
 class Tobira(FastAPI):

@@ -97,7 +97,11 @@ def _could_leave_origin(form: str) -> bool:
 
 
 def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 §5.2.4: how a URL resolver collapses "." and ".." in an absolute path."""
+    """RFC 3986 §5.2.4: how a URL resolver collapses "." and ".." in an absolute path.
+
+    Only the start of the result is ever looked at, so the trailing "/" that the RFC keeps after a final
+    "." or ".." is left out.
+    """
     output: list[str] = []
     for segment in path.split("/")[1:]:
         if segment == "..":
@@ -105,7 +109,4 @@ def _remove_dot_segments(path: str) -> str:
                 output.pop()
         elif segment != ".":
             output.append(segment)
-    resolved = "/" + "/".join(output)
-    if path.rsplit("/", 1)[-1] in {".", ".."} and not resolved.endswith("/"):
-        resolved += "/"
-    return resolved
+    return "/" + "/".join(output)

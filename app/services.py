@@ -15,10 +15,11 @@ from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
 from app.ledger import Ledger
 from app.notices import SignOutNotices
+from app.resolver import DnsResolver
 from app.session import SessionCookies
 from app.signin.flow import SignInFlow
 from app.store import open_store
-from app.streaming import StreamRegistry
+from app.streams import StreamRegistry
 
 
 @dataclass(slots=True)
@@ -41,6 +42,17 @@ class Services:
         await self.ledger.close()
 
 
+def build_resolver(settings: Settings) -> DnsResolver:
+    """The resolver with the operator's bounds; dev origins named by a host name keep the system's resolver
+    (for /etc/hosts names such as localhost)."""
+    return DnsResolver(
+        timeout=settings.resolve_timeout,
+        max_under_way=settings.resolve_max,
+        per_client=settings.resolve_per_client,
+        system_hosts=[host for _, host, _ in settings.dev_origins],
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -56,7 +68,7 @@ def build_services(
             per_host_connections=settings.per_host_connections,
             dev_origins=settings.dev_origins,
         ),
-        resolver=resolver,
+        resolver=resolver or build_resolver(settings),
     )
     client = guarded_client(guard)
     ledger = Ledger(open_store(settings.resolved_store_url, clock=clock))

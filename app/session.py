@@ -186,9 +186,14 @@ class SessionCookies:
         return session
 
     def start_pending(self, value: str | None, sign_in: PendingSignIn) -> str:
-        """Add a sign-in to this browser's list (keeping the newest few) and return the new cookie value."""
+        """Add a sign-in to this browser's list and return the new cookie value: the newest few, as many as
+        fit in one cookie under MAX_COOKIE_BYTES (the oldest give way)."""
         items = [*self.read_pending(value), sign_in][-MAX_PENDING:]
-        return self.write_pending(items)
+        encoded = self.write_pending(items)
+        while len(items) > 1 and len(self.pending_name) + 1 + len(encoded) > MAX_COOKIE_BYTES:
+            items = items[1:]
+            encoded = self.write_pending(items)
+        return encoded
 
     def new_pending(
         self,

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.account import current_session
 from app.csrf import is_same_origin
-from app.errors import InstanceTimeout
+from app.errors import InstanceTimeout, RateLimited
 from app.guard import USER_AGENT
 
 if TYPE_CHECKING:
@@ -52,31 +52,6 @@ _wire_log.setLevel(logging.WARNING)
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
-class StreamRegistry:
-    """The open streams of this process by session id, so a sign-out can close them."""
-
-    def __init__(self) -> None:
-        self._streams: dict[str, set[asyncio.Event]] = {}
-
-    def add(self, sid: str) -> asyncio.Event:
-        """A new stream of session `sid`; the event is set when the session ends."""
-        event = asyncio.Event()
-        self._streams.setdefault(sid, set()).add(event)
-        return event
-
-    def remove(self, sid: str, event: asyncio.Event) -> None:
-        streams = self._streams.get(sid)
-        if streams is not None:
-            streams.discard(event)
-            if not streams:
-                del self._streams[sid]
-
-    def close(self, sid: str) -> None:
-        """Ask every open stream of session `sid` to close."""
-        for event in self._streams.pop(sid, ()):
-            event.set()
-
-
 def sendable(code: int | None, fallback: int) -> int:
     """`code` if a close frame may carry it, else `fallback`."""
     return code if code is not None and (code in _SENDABLE or 3000 <= code < 5000) else fallback
@@ -92,28 +67,11 @@ class StreamingApp:
         services = self._services()
         if (await receive())["type"] != "websocket.connect":
             return
-        connection = HTTPConnection(scope)
-        headers = connection.headers
-        if "origin" not in headers or not is_same_origin(headers, services.settings.public_origin):
-            await _deny(scope, send, 403)
+        admitted = await _admit(services, HTTPConnection(scope))
+        if isinstance(admitted, int):
+            await _deny(scope, send, admitted)
             return
-        if not services.settings.permissions:  # identity-only: the token may not stream either
-            await _deny(scope, send, 403)
-            return
-        session = await current_session(services, connection.cookies)
-        if session is None:
-            await _deny(scope, send, 401)
-            return
-        try:
-            upstream = await _open_upstream(services, session)
-        except (InstanceTimeout, TimeoutError):
-            await _deny(scope, send, 504)
-            return
-        except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
-            # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
-            log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
-            await _deny(scope, send, 502)
-            return
+        session, upstream = admitted
         ended = services.streams.add(session.sid)
         try:
             await send({"type": "websocket.accept"})
@@ -123,6 +81,28 @@ class StreamingApp:
             services.streams.remove(session.sid, ended)
             await upstream.close()
             log.info("stream to %s closed", session.host)
+
+
+async def _admit(services: Services, connection: HTTPConnection) -> tuple[Session, ClientConnection] | int:
+    """The session and its upstream stream, or the HTTP status refusing the upgrade."""
+    headers = connection.headers
+    if "origin" not in headers or not is_same_origin(headers, services.settings.public_origin):
+        return 403
+    if not services.settings.permissions:  # identity-only: the token may not stream either
+        return 403
+    session = await current_session(services, connection.cookies)
+    if session is None:
+        return 401
+    try:
+        return session, await _open_upstream(services, session)
+    except (InstanceTimeout, TimeoutError):
+        return 504
+    except RateLimited:  # this client has as many names resolving as it may
+        return 429
+    except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
+        # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
+        log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
+        return 502
 
 
 async def _open_upstream(services: Services, session: Session) -> ClientConnection:

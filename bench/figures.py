@@ -6,8 +6,9 @@ Not part of the test suite: run it by hand, then paste its Markdown into the REA
 another and each within a time limit:
 
 1. pytest on the security catalogue, with a JUnit report. The report gives the cases per family (hostile
-   requests against the real server, faults of a misbehaving instance, the unit tables of the host parser,
-   guard, redirect check, endpoint check, cookie codec and CSRF check, the canary-token leak test, the
+   requests against the real server, faults of a misbehaving instance, the network lab, the unit tables of
+   the host parser, address policy, guard, resolver, redirect check, endpoint check, cookie codec, session
+   cookies, CSRF check and log redaction, the canary-token leak test, the
    schemathesis fuzzing) and each case's outcome; hypothesis's statistics in that report give how many
    inputs each property test generated. Which unit tests are properties (`@given`) is read from the source.
 2. `bench/load.py --json`: the concurrent sign-ins, the soak, memory and descriptors, the slow instance.
@@ -81,18 +82,31 @@ UNITS = Family(
     "Unit tables",
     (
         "tests/test_hosts.py",
+        "tests/test_addresses.py",
         "tests/test_guard.py",
+        "tests/test_resolver.py",
         "tests/test_redirects.py",
         "tests/test_endpoints.py",
         "tests/test_crypto.py",
+        "tests/test_session.py",
         "tests/test_csrf.py",
+        "tests/test_logs.py",
     ),
 )
+LAB = Family("lab", "Network lab", ("tests/test_lab.py",))
 LEAKS = Family("leaks", "Canary-token leak", ("tests/test_leaks.py",))
 OPENAPI = Family("openapi", "API fuzzing (schemathesis)", ("tests/test_openapi.py",))
-FAMILIES = (HOSTILE, FAULTS, UNITS, LEAKS, OPENAPI)
+FAMILIES = (HOSTILE, FAULTS, LAB, UNITS, LEAKS, OPENAPI)
 PROPERTIES_TITLE = "Property tests (hypothesis)"
-PYTEST_TITLES = (HOSTILE.title, FAULTS.title, UNITS.title, PROPERTIES_TITLE, LEAKS.title, OPENAPI.title)
+PYTEST_TITLES = (
+    HOSTILE.title,
+    FAULTS.title,
+    LAB.title,
+    UNITS.title,
+    PROPERTIES_TITLE,
+    LEAKS.title,
+    OPENAPI.title,
+)
 SIGN_INS_TITLE = "Concurrent sign-ins"
 SOAK_TITLE = "Soak"
 RESOURCES_TITLE = "Memory and descriptors"
@@ -103,11 +117,15 @@ LATENCY_TITLE = "Proxy latency"
 PROXY_TITLES = (THROUGHPUT_TITLE, LATENCY_TITLE)
 UNIT_NAMES = {
     "tests/test_hosts.py": "host parser",
+    "tests/test_addresses.py": "address policy",
     "tests/test_guard.py": "network guard",
+    "tests/test_resolver.py": "resolver",
     "tests/test_redirects.py": "redirect check",
     "tests/test_endpoints.py": "endpoint check",
     "tests/test_crypto.py": "cookie codec",
+    "tests/test_session.py": "session cookies",
     "tests/test_csrf.py": "CSRF check",
+    "tests/test_logs.py": "log redaction",
 }
 
 
@@ -367,6 +385,7 @@ def pytest_rows(run: PytestRun) -> tuple[list[Row], dict[str, object]]:
     """The table's rows for the pytest families, and their details for `--json`."""
     hostile = tally(HOSTILE.files, run.cases)
     faults = tally(FAULTS.files, run.cases)
+    lab = tally(LAB.files, run.cases)
     properties = {path: property_tests(ROOT / path) for path in UNITS.files}
     is_property = [case.function in properties.get(case.file, frozenset()) for case in run.cases]
     tables = [case for case, generated in zip(run.cases, is_property, strict=True) if not generated]
@@ -398,6 +417,15 @@ def pytest_rows(run: PytestRun) -> tuple[list[Row], dict[str, object]]:
             f" within the time bound, nothing stored or repeated: {verdict(faults, 'cases')}",
             FAULTS.command(),
             faults.ok,
+        ),
+        Row(
+            LAB.title,
+            "tobira in a network namespace of its own, names resolved through the tests' DNS server,"
+            " https fakes behind a test CA, canaries on every forbidden address (rebinding, mixed and CNAME"
+            " answers, IPv6 forms, silent DNS, wrong certificates, the hardening items):"
+            f" {verdict(lab, 'cases')}",
+            LAB.command(),
+            lab.ok,
         ),
         Row(
             UNITS.title,
@@ -433,6 +461,7 @@ def pytest_rows(run: PytestRun) -> tuple[list[Row], dict[str, object]]:
         "families": {
             "hostile": asdict(hostile),
             "faults": asdict(faults),
+            "lab": asdict(lab),
             "units": {**asdict(units), "per_file": per_file},
             "properties": {
                 **asdict(hypothesis),

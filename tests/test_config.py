@@ -77,3 +77,29 @@ def test_public_url_must_be_an_origin(monkeypatch: pytest.MonkeyPatch, tmp_path:
     with pytest.raises(ConfigError) as caught:
         load_settings(data_dir=tmp_path)
     assert any("TOBIRA_PUBLIC_URL" in p for p in caught.value.problems)
+
+
+def test_a_field_error_does_not_hide_the_other_problems(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TOBIRA_SESSION_MAX_AGE", "a month")
+    monkeypatch.setenv("TOBIRA_PUBLIC_URL", "https://login.example.com/path")
+    monkeypatch.setenv("TOBIRA_PERMISSIONS", "write:everything")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    problems = caught.value.problems
+    assert problems[0].startswith("TOBIRA_SESSION_MAX_AGE: ")
+    assert "TOBIRA_PUBLIC_URL must be an origin only, without path, query or user" in problems
+    assert "TOBIRA_SECRET_KEYS is required when TOBIRA_PUBLIC_URL is https" in problems
+    assert "TOBIRA_PERMISSIONS: unknown permission 'write:everything'" in problems
+    assert len(problems) == 4
+
+
+def test_the_data_folder_is_the_users_not_the_working_directorys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(secret_keys=[KEY])
+    assert settings.data_dir == tmp_path / "xdg" / "tobira"
+    assert settings.resolved_store_url == f"sqlite:///{tmp_path / 'xdg' / 'tobira' / 'tobira.sqlite3'}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import re
 from typing import Any
@@ -231,12 +232,78 @@ def test_unserialisable_payload_refused_by_encode() -> None:
 
 
 def test_needs_a_secret_and_a_purpose() -> None:
-    with pytest.raises(ValueError, match="secret"):
+    with pytest.raises(ValueError, match=r"^CookieCodec needs at least one secret$"):
         CookieCodec([], "session")
-    with pytest.raises(ValueError, match="purpose"):
+    with pytest.raises(ValueError, match=r"^CookieCodec needs a purpose$"):
         CookieCodec([KEY_A], "")
 
 
 def test_repr_reveals_no_key() -> None:
     assert KEY_A not in repr(CODEC)
     assert KEY_A not in str(vars(CODEC))
+
+
+# Known answers. Every live cookie depends on these: a change to the salt, the info string, the key id's
+# hash or the format (version byte, header layout, associated data) must fail here, not in production.
+KNOWN_SECRET = "tobira known-answer secret, 32+ characters long"
+KNOWN_SESSION_KEY = "af234da962b7b5cecccb571377706990b470c229e3c4ef9631d9a68c7bd28abd"
+KNOWN_SIGNIN_KEY = "719ffc85dd7c05cb724e8aec56526a79c352bc920bb2ac2940ececad21abf3d4"
+# CookieCodec([KNOWN_SECRET], "session").encode({"s": "sid", "t": "token"}), made once and kept.
+KNOWN_COOKIE = "Af7raD4xNUrBeaEu91IVsOsf-ObaR9GvSylU7qN6-O9im38PwV13SOYLo-rGDgBYDYQo11K_qqA"
+
+
+def test_key_derivation_known_answer() -> None:
+    session_key = crypto.derive_key(KNOWN_SECRET, "session")
+    assert session_key.hex() == KNOWN_SESSION_KEY
+    assert crypto.derive_key(KNOWN_SECRET, "signin").hex() == KNOWN_SIGNIN_KEY
+    # The recipe: HKDF-SHA256 (RFC 5869) with tobira's salt and "tobira/<purpose>/v1" as info.
+    prk = hmac.digest(b"tobira cookie codec / HKDF salt / 2024", KNOWN_SECRET.encode(), "sha256")
+    assert hmac.digest(prk, b"tobira/session/v1\x01", "sha256") == session_key
+
+
+def test_key_id_known_answer() -> None:
+    assert crypto.key_id(bytes.fromhex(KNOWN_SESSION_KEY)).hex() == "feeb683e"
+    assert crypto.key_id(bytes.fromhex(KNOWN_SIGNIN_KEY)).hex() == "4da813c8"
+
+
+def test_a_cookie_made_earlier_still_opens() -> None:
+    raw = base64.urlsafe_b64decode(KNOWN_COOKIE + "=" * (-len(KNOWN_COOKIE) % 4))
+    assert raw[0] == 1, "format version"
+    assert raw[1:5].hex() == "feeb683e", "key id of the session key"
+    assert CookieCodec([KNOWN_SECRET], "session").decode(KNOWN_COOKIE) == {"s": "sid", "t": "token"}
+    assert CookieCodec([KNOWN_SECRET], "signin").decode(KNOWN_COOKIE) is None
+
+
+# Two secrets whose session keys share a key id (found by a birthday search over 4-byte ids).
+COLLIDING = ("collision-108264-xxxxxxxxxxxxxxxxxxxx", "collision-113310-xxxxxxxxxxxxxxxxxxxx")
+
+
+def test_keys_sharing_a_key_id_are_both_tried() -> None:
+    first, second = (crypto.derive_key(secret, "session") for secret in COLLIDING)
+    assert first != second and crypto.key_id(first) == crypto.key_id(second)
+    value = CookieCodec([COLLIDING[1]], "session").encode(PAYLOAD)
+    assert CookieCodec(list(COLLIDING), "session").decode(value) == PAYLOAD
+
+
+def test_a_value_ending_in_x_is_canonical() -> None:
+    # "X" is a base64 digit: only "=" may be stripped from the end, never anything else. (The value has
+    # 42 bytes, a multiple of 3, so that its last character can be any digit.)
+    key = crypto.derive_key(KEY_A, "session")
+    header = bytes([crypto.FORMAT_VERSION]) + crypto.key_id(key)
+    for counter in range(1000):
+        nonce = counter.to_bytes(crypto.NONCE_LENGTH, "big")
+        sealed = AESGCM(key).encrypt(nonce, b'{"n":123}', b"tobira/session/v1\x00" + header + nonce)
+        value = _b64(header + nonce + sealed)
+        if value.endswith("X"):
+            break
+    assert value.endswith("X")
+    assert CODEC.decode(value) == {"n": 123}
+
+
+def test_the_longest_value_is_8192_characters() -> None:
+    # 8192 base64 characters are 6144 bytes: 17 of header, 16 of tag, 6111 of JSON.
+    longest = CODEC.encode({"b": "x" * 6103})
+    assert len(longest) == crypto.MAX_TOKEN_LENGTH
+    assert CODEC.decode(longest) == {"b": "x" * 6103}
+    with pytest.raises(ValueError, match=r"^encoded payload is 8194 characters, over 8192$"):
+        CODEC.encode({"b": "x" * 6104})

@@ -73,6 +73,17 @@ def test_is_same_origin(headers: dict[str, str], expected: bool) -> None:
         pytest.param("https://tobira.example:443", SAME, True, id="public-explicit-default-port"),
         pytest.param("http://[::1]:8000", "http://[::1]:8000", True, id="ipv6"),
         pytest.param("https://xn--r8j.example", "https://xn--r8j.example", True, id="punycode"),
+        # The default ports, written or not, on either side; any other port is another origin.
+        pytest.param("http://tobira.example", "http://tobira.example:80", True, id="http-80-written"),
+        pytest.param("http://tobira.example:80", "http://tobira.example", True, id="http-80-configured"),
+        pytest.param("https://tobira.example", "https://tobira.example:443", True, id="https-443-written"),
+        pytest.param("http://tobira.example", "http://tobira.example:81", False, id="http-81"),
+        pytest.param("http://tobira.example:81", "http://tobira.example", False, id="http-81-configured"),
+        pytest.param("http://tobira.example", "http://tobira.example:443", False, id="http-443"),
+        pytest.param("https://tobira.example", "https://tobira.example:80", False, id="https-80"),
+        pytest.param("https://tobira.example", "https://tobira.example:444", False, id="https-444"),
+        pytest.param("http://tobira.example", "http://tobira.example:0", False, id="port-zero"),
+        pytest.param("http://tobira.example:65535", "http://tobira.example:65535", True, id="port-65535"),
     ],
 )
 def test_public_origin_forms(public: str, origin: str, expected: bool) -> None:
@@ -87,7 +98,15 @@ def test_starlette_style_headers_object() -> None:
 
 
 @pytest.mark.parametrize(
-    "public", ["tobira.example", "ftp://tobira.example", "https://tobira.example/app", ""]
+    "public",
+    [
+        "tobira.example",
+        "ftp://tobira.example",
+        "https://tobira.example/app",
+        "",
+        "http://tobira.example:0",
+        "http://tobira.example:65536",
+    ],
 )
 def test_bad_public_origin_is_a_programming_error(public: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
@@ -135,3 +154,9 @@ STARTS = [
 @pytest.mark.parametrize(("method", "headers", "expected"), STARTS)
 def test_started_here(method: str, headers: dict[str, str], expected: bool) -> None:
     assert started_here(headers, PUBLIC, method=method) is expected
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_started_here_with_a_trailing_slash_in_the_public_origin(method: str) -> None:
+    assert started_here({"origin": SAME}, PUBLIC + "/", method=method) is True
+    assert started_here({"origin": "https://evil.example"}, PUBLIC + "/", method=method) is False

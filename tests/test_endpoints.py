@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.endpoints import BUILT_IN_DENY, ENDPOINT_NAME, EndpointPolicy, validate_patterns
+from app.endpoints import (
+    BUILT_IN_DENY,
+    ENDPOINT_NAME,
+    SECURE_ENDPOINTS,
+    EndpointPolicy,
+    _secure_endpoints,
+    validate_patterns,
+)
 from app.errors import BadRequest, ErrorCode, Forbidden
 
 DEFAULT = EndpointPolicy()
@@ -23,6 +30,7 @@ def _assert_forbidden(policy: EndpointPolicy, name: str) -> None:
         policy.check(name)
     assert caught.value.code is ErrorCode.ENDPOINT_NOT_ALLOWED
     assert caught.value.status == 403
+    assert caught.value.message == "tobira does not forward this API endpoint."
 
 
 def _assert_malformed(policy: EndpointPolicy, name: str) -> None:
@@ -30,6 +38,7 @@ def _assert_malformed(policy: EndpointPolicy, name: str) -> None:
         policy.check(name)
     assert caught.value.code is ErrorCode.INVALID_ENDPOINT
     assert caught.value.status == 400
+    assert caught.value.message == "That is not an API endpoint name."
 
 
 @pytest.mark.parametrize(
@@ -114,7 +123,49 @@ def test_every_secure_endpoint_is_denied() -> None:
     assert len(secure) == 52
     for name in secure:
         _assert_forbidden(DEFAULT, name)
-        assert name in BUILT_IN_DENY
+    # Read again, not only the constant made at import: the reading itself is under test.
+    assert SECURE_ENDPOINTS == _secure_endpoints() == set(secure)
+
+
+# Each built-in pattern and a name it refuses; for a prefix, a name endpoints.json does not know at all.
+ON_ITS_OWN = [
+    ("admin/*", "admin/some-future-endpoint"),
+    ("miauth/*", "miauth/future"),
+    ("auth/*", "auth/future"),
+    ("app/*", "app/future"),
+    ("i/webhooks/*", "i/webhooks/future"),
+    ("i/2fa/*", "i/2fa/future"),
+    ("i/import-*", "i/import-future"),
+    ("i/export-*", "i/export-future"),
+    ("i/delete-account", "i/delete-account"),
+    ("i/change-password", "i/change-password"),
+    ("i/update-email", "i/update-email"),
+    ("i/regenerate-token", "i/regenerate-token"),
+    ("i/revoke-token", "i/revoke-token"),
+    ("i/move", "i/move"),
+    ("i/apps", "i/apps"),
+    ("i/authorized-apps", "i/authorized-apps"),
+    ("i/signin-history", "i/signin-history"),
+]
+
+
+def test_every_built_in_pattern_has_a_case() -> None:
+    assert sorted(BUILT_IN_DENY) == sorted(pattern for pattern, _ in ON_ITS_OWN)
+
+
+@pytest.mark.parametrize(("pattern", "name"), ON_ITS_OWN, ids=[pattern for pattern, _ in ON_ITS_OWN])
+def test_the_built_in_deny_list_stands_without_the_secure_flags(pattern: str, name: str) -> None:
+    # What a fork that marks nothing secure gets: the built-in list alone.
+    if pattern.endswith("*"):
+        assert name not in {known.strip("/") for known in json.loads(ENDPOINTS_JSON.read_text())}
+    _assert_forbidden(EndpointPolicy(secure=()), name)
+    _assert_forbidden(EndpointPolicy(["*"], secure=()), name)
+
+
+def test_the_secure_list_is_denied_on_top_of_the_built_in_one() -> None:
+    EndpointPolicy(secure=()).check("sw/register")
+    _assert_forbidden(EndpointPolicy(secure=["notes/create"]), "notes/create")
+    EndpointPolicy(secure=["notes/create"]).check("notes/timeline")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The outbound network guard: which addresses are public, and what the guarded client does on the wire.
+"""The outbound network guard: what the guarded client does on the wire.
 
 Every test server listens on loopback. A module-wide tripwire patches `socket.socket.connect` so that any
 attempt to reach a non-loopback address fails on this machine (ENETUNREACH) instead of leaving it; it also
@@ -13,21 +13,22 @@ import dataclasses
 import errno
 import functools
 import gzip
-import ipaddress
+import itertools
+import os
 import socket
 import ssl
 import time
+import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import trustme
 from aiohttp import web
-from hypothesis import given
-from hypothesis import strategies as st
 
+from app import http1
 from app.errors import (
     AddressForbidden,
     InstanceBadAnswer,
@@ -39,9 +40,7 @@ from app.guard import (
     TOO_LARGE,
     USER_AGENT,
     GuardSettings,
-    SystemResolver,
     build_guarded_client,
-    is_public_address,
 )
 from app.hosts import DevOrigin
 from tests.hostile_support import tripwire
@@ -50,140 +49,6 @@ PUBLIC_V4 = "1.1.1.1"
 PUBLIC_V6 = "2606:4700::1111"
 # A private address a rebinding attacker would point at, with a canary listening on it (port 443).
 CANARY_IP = "127.3.4.5"
-
-# ---------------------------------------------------------------------------------------------------------
-# is_public_address
-
-PUBLIC = [
-    ("1.1.1.1", "v4-cloudflare"),
-    ("8.8.8.8", "v4-google"),
-    ("100.63.255.255", "v4-just-below-cgnat"),
-    ("100.128.0.0", "v4-just-above-cgnat"),
-    ("172.15.255.255", "v4-just-below-172.16/12"),
-    ("172.32.0.0", "v4-just-above-172.16/12"),
-    ("198.17.255.255", "v4-just-below-benchmarking"),
-    ("223.255.255.255", "v4-last-unicast"),
-    ("2606:4700::1111", "v6-cloudflare"),
-    ("2001:4860:4860::8888", "v6-google"),
-    ("::ffff:1.1.1.1", "mapped-public"),
-    ("::ffff:0:1.1.1.1", "translated-public"),
-    ("64:ff9b::1.1.1.1", "nat64-public"),
-    ("2002:101:101::1", "6to4-public"),
-    ("2001:0:4136:e378:8000:63bf:fefe:fefe", "teredo-public-client-1.1.1.1"),
-]
-NOT_PUBLIC = [
-    ("0.0.0.0", "v4-unspecified"),
-    ("0.1.2.3", "v4-this-network-0/8"),
-    ("10.0.0.1", "v4-private-10/8"),
-    ("10.255.255.255", "v4-private-10/8-end"),
-    ("100.64.0.1", "v4-cgnat-100.64/10"),
-    ("100.127.255.255", "v4-cgnat-end"),
-    ("127.0.0.1", "v4-loopback"),
-    ("127.3.4.5", "v4-loopback-127/8"),
-    ("169.254.169.254", "v4-link-local-metadata"),
-    ("169.254.0.1", "v4-link-local"),
-    ("172.16.0.1", "v4-private-172.16/12"),
-    ("172.31.255.255", "v4-private-172.16/12-end"),
-    ("192.0.0.9", "v4-ietf-192.0.0/24"),
-    ("192.0.0.170", "v4-nat64-discovery"),
-    ("192.0.2.1", "v4-test-net-1"),
-    ("192.88.99.1", "v4-6to4-relay-anycast"),
-    ("192.168.1.1", "v4-private-192.168/16"),
-    ("198.18.0.1", "v4-benchmarking-198.18/15"),
-    ("198.19.255.255", "v4-benchmarking-end"),
-    ("198.51.100.7", "v4-test-net-2"),
-    ("203.0.113.9", "v4-test-net-3"),
-    ("224.0.0.1", "v4-multicast-local"),
-    ("224.0.1.1", "v4-multicast-global-scope"),
-    ("239.255.255.250", "v4-multicast-ssdp"),
-    ("240.0.0.1", "v4-reserved-240/4"),
-    ("255.255.255.255", "v4-broadcast"),
-    ("::", "v6-unspecified"),
-    ("::1", "v6-loopback"),
-    ("fc00::1", "v6-unique-local-fc00"),
-    ("fd12:3456::1", "v6-unique-local-fd"),
-    ("fe80::1", "v6-link-local"),
-    ("fec0::1", "v6-site-local"),
-    ("ff02::1", "v6-multicast-link"),
-    ("ff0e::1", "v6-multicast-global-scope"),
-    ("2001:db8::1", "v6-documentation"),
-    ("3fff::1", "v6-documentation-3fff"),
-    ("100::1", "v6-discard-100::/64"),
-    ("5f00::1", "v6-srv6-sid"),
-    ("4000::1", "v6-outside-2000::/3"),
-    ("2001:2::1", "v6-benchmarking"),
-    ("2001:20::1", "v6-orchid-v2"),
-    ("::ffff:127.0.0.1", "mapped-loopback"),
-    ("::ffff:10.0.0.1", "mapped-private"),
-    ("::ffff:169.254.169.254", "mapped-metadata"),
-    ("::ffff:0:127.0.0.1", "translated-loopback"),
-    ("::127.0.0.1", "compatible-loopback"),
-    ("::10.0.0.1", "compatible-private"),
-    ("::169.254.169.254", "compatible-metadata"),
-    ("64:ff9b::127.0.0.1", "nat64-loopback"),
-    ("64:ff9b::10.0.0.1", "nat64-private"),
-    ("64:ff9b::169.254.169.254", "nat64-metadata"),
-    ("64:ff9b:1::101:101", "nat64-local-use-always"),
-    ("64:ff9b:1::7f00:1", "nat64-local-use-loopback"),
-    ("2002:7f00:1::1", "6to4-loopback"),
-    ("2002:a00:1::1", "6to4-private"),
-    ("2002:a9fe:a9fe::1", "6to4-metadata"),
-    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "teredo-client-loopback"),
-    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "teredo-client-private"),
-    ("2001:0:4136:e378:8000:63bf:5601:5601", "teredo-client-metadata"),
-    ("2001:0:a00:1:8000:63bf:fefe:fefe", "teredo-server-private"),
-]
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [pytest.param(text, True, id=name) for text, name in PUBLIC]
-    + [pytest.param(text, False, id=name) for text, name in NOT_PUBLIC],
-)
-def test_is_public_address(text: str, expected: bool) -> None:
-    assert is_public_address(ipaddress.ip_address(text)) is expected
-
-
-ipv4s = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
-
-
-@given(v4=ipv4s, low=st.integers(0, 2**80 - 1))
-def test_ipv6_forms_are_judged_by_the_ipv4_they_carry(v4: ipaddress.IPv4Address, low: int) -> None:
-    expected = is_public_address(v4)
-    n = int(v4)
-    forms = {
-        "mapped": 0xFFFF << 32 | n,
-        "translated": 0xFFFF << 48 | n,
-        "compatible": n,
-        "nat64": 0x0064FF9B << 96 | n,
-        "6to4": 0x2002 << 112 | n << 80 | low,
-    }
-    for form, value in forms.items():
-        assert is_public_address(ipaddress.IPv6Address(value)) is expected, form
-
-
-@given(client=ipv4s)
-def test_teredo_is_judged_by_its_client(client: ipaddress.IPv4Address) -> None:
-    server = int(ipaddress.IPv4Address("65.54.227.120"))
-    teredo = ipaddress.IPv6Address(
-        0x20010000 << 96 | server << 64 | 0x800063BF << 32 | (~int(client) & 0xFFFFFFFF)
-    )
-    assert is_public_address(teredo) is is_public_address(client)
-
-
-# Every IPv6 address outside 2000::/3: any top three bits but 001, then anything.
-outside_global_unicast = st.builds(
-    lambda top, rest: top << 125 | rest, st.sampled_from((0, 2, 3, 4, 5, 6, 7)), st.integers(0, 2**125 - 1)
-)
-
-
-@given(value=outside_global_unicast)
-def test_outside_global_unicast_only_a_carried_public_ipv4_is_public(value: int) -> None:
-    # IPv4-compatible, mapped, translated, NAT64
-    carries_ipv4 = value >> 32 in (0, 0xFFFF, 0xFFFF0000, 0x0064FF9B << 64)
-    expected = carries_ipv4 and is_public_address(ipaddress.IPv4Address(value & 0xFFFFFFFF))
-    assert is_public_address(ipaddress.IPv6Address(value)) is expected
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Fixtures: the tripwire, the canary, fake resolvers, loopback servers
@@ -312,6 +177,7 @@ async def echo(request: web.Request) -> web.Response:
         "path": request.path_qs,
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "body": body.decode(),
+        "peer": request.transport.get_extra_info("peername")[1] if request.transport else None,
     }
     return web.json_response(seen, headers={"Set-Cookie": "tracker=1; Path=/"})
 
@@ -467,26 +333,6 @@ async def test_a_name_that_does_not_resolve_is_not_found(
         with pytest.raises(InstanceNotFound):
             await client.get("https://empty.test/")
     assert connects == []
-
-
-# The system resolver is only asked about names it answers without a query: the configured name server
-# is not on this machine.
-@pytest.mark.anyio
-async def test_system_resolver_returns_address_strings() -> None:
-    assert await SystemResolver().resolve("127.0.0.1", 443) == ["127.0.0.1"]
-    assert await SystemResolver().resolve("::1", 443) == ["::1"]
-
-
-@pytest.mark.anyio
-async def test_system_resolver_reports_names_that_do_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_such_name(*args: Any, **kwargs: Any) -> list[Any]:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    with pytest.raises(InstanceNotFound):
-        await SystemResolver().resolve("x" * 64 + ".test", 443)  # a label too long to encode
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_such_name)
-    with pytest.raises(InstanceNotFound):
-        await SystemResolver().resolve("no-such-name.test", 443)
 
 
 @pytest.mark.anyio
@@ -657,6 +503,82 @@ async def test_requests_over_the_per_host_bound_wait_instead_of_failing() -> Non
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The pool: idle connections closed on time, and capped
+
+NAMES = 60
+
+
+def own_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settles(condition: Callable[[], bool], seconds: float) -> bool:
+    """True as soon as `condition()` holds, False if it still does not after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def sweeper_running() -> bool:
+    return any(task.get_name() == "tobira-pool-sweeper" for task in asyncio.all_tasks())
+
+
+@contextlib.asynccontextmanager
+async def many_names(count: int, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, list[str]]]:
+    """A guarded client and the URLs of `count` names (dev origins), all served by one keep-alive server
+    that never closes a connection itself."""
+    async with web_server([web.get("/api/meta", echo)]) as port:
+        names = [f"n{index}.test" for index in range(count)]
+        resolver = FakeResolver({name: [["127.0.0.1"]] for name in names})
+        origins = tuple(DevOrigin("http", name, port) for name in names)
+        async with guarded(resolver, dev_origins=origins, **settings) as client:
+            yield client, [f"http://{name}:{port}/api/meta" for name in names]
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_closed_on_time() -> None:
+    async with many_names(NAMES, idle_seconds=0.4) as (client, urls):
+        baseline = own_fds()
+        for url in urls:
+            assert (await client.get(url)).status_code == 200
+        assert own_fds() >= baseline + NAMES  # one kept-alive connection per name (and the server's ends)
+        started = time.monotonic()
+        assert await settles(lambda: own_fds() == baseline, 2.0), (baseline, own_fds())
+        assert 0.4 <= time.monotonic() - started < 0.4 + 0.1 + 0.5  # the limit, one sweep, a loaded machine
+        assert await settles(lambda: not sweeper_running(), 0.5)  # nothing idle: the sweeper has ended
+        assert (await client.get(urls[0])).status_code == 200  # and starts again when needed
+        assert sweeper_running()
+    assert not sweeper_running()  # closing the client stopped it
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_capped_overall() -> None:
+    async with many_names(NAMES, max_idle=5) as (client, urls):
+        baseline = own_fds()
+        first = [(await client.get(url)).json()["peer"] for url in urls]
+        assert await settles(lambda: own_fds() == baseline + 2 * 5, 1.0), (baseline, own_fds())
+        again = [(await client.get(url)).json()["peer"] for url in urls[-5:]]
+        assert again == first[-5:]  # the newest five were kept, and reused
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_capped_per_origin() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    async with web_server([web.get("/", slow)]) as port:
+        async with guarded(max_idle_per_origin=2, **dev(port)) as client:
+            baseline = own_fds()
+            answers = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(8)))
+            assert [answer.text for answer in answers] == ["ok"] * 8
+            assert await settles(lambda: own_fds() == baseline + 2 * 2, 1.0), (baseline, own_fds())
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Size cap, counted after decompression
 
 LIMIT = 64 * 1024
@@ -729,6 +651,209 @@ async def test_answers_over_the_cap_are_refused(handler: Callable[[web.Request],
             with pytest.raises(InstanceBadAnswer) as caught:
                 await client.get(f"http://127.0.0.1:{port}/")
     assert caught.value.message == TOO_LARGE
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bounds counted as the bytes arrive (`app.http1`), before the parser buffers anything
+
+PIECE = 64 * 1024
+ENDLESS = 16 * 1024 * 1024  # what an endless answer gets to send before a test gives up on it
+
+
+class WireTransport:
+    """What `http1.Connection` uses of a transport: it records, and says whether it was closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+@dataclasses.dataclass
+class Fed:
+    outcome: http1.Answer | BaseException | None  # None: still waiting when the bytes ran out
+    delivered: int  # bytes handed to the connection before it closed (or all of them)
+    peak_memory: int  # bytes Python allocated at most meanwhile, beyond what it held before
+
+
+async def feed(head: bytes, then: Iterable[bytes] = (), **limits: Any) -> Fed:
+    """Answer one GET with `head`, then the pieces of `then`, until the connection closes."""
+    connection = http1.Connection(limits.pop("max_body", LIMIT), **limits)
+    transport = WireTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    exchange = asyncio.create_task(connection.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 0))
+    await asyncio.sleep(0)
+    delivered = 0
+    tracemalloc.start()
+    try:
+        for piece in itertools.chain([head], then):
+            if transport.closed:
+                break
+            connection.data_received(piece)
+            delivered += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    await asyncio.wait([exchange], timeout=0.1)  # the answer, or the failure, is already decided
+    if not exchange.done():
+        exchange.cancel()
+        return Fed(None, delivered, peak)
+    return Fed(exchange.exception() or exchange.result(), delivered, peak)
+
+
+def endless(piece: bytes, total: int = ENDLESS) -> Iterator[bytes]:
+    return itertools.repeat(piece, total // len(piece))
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+GZIP_HEAD = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("head", "then"),
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Endless: ", b"a" * PIECE, id="endless-header-value"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-", b"b" * PIECE, id="endless-header-name"),
+        pytest.param(b"HTTP/1.1 200 OK", b" OK" * (PIECE // 3), id="endless-status-line"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: ",
+            b"c" * PIECE,
+            id="endless-trailer",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;ext=",
+            b"d" * PIECE,
+            id="endless-chunk-ext",
+        ),
+    ],
+)
+async def test_an_endless_head_or_trailer_is_refused_at_the_cap(head: bytes, then: bytes) -> None:
+    fed = await feed(head, endless(then))
+    assert isinstance(fed.outcome, http1.Malformed)
+    assert fed.delivered <= 2 * http1.MAX_HEAD + PIECE  # refused as soon as over the cap, not at the end
+    assert fed.peak_memory < 4 * http1.MAX_HEAD  # never buffered past it
+
+
+@pytest.mark.anyio
+async def test_a_head_of_exactly_the_cap_is_read() -> None:
+    start = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: "
+    head = start + b"p" * (http1.MAX_HEAD - len(start) - 4) + b"\r\n\r\n"
+    assert len(head) == http1.MAX_HEAD
+    fed = await feed(head + b"{}")
+    assert isinstance(fed.outcome, http1.Answer)
+    assert (fed.outcome.status, fed.outcome.body) == (200, b"{}")
+    over = await feed(head[:-4] + b"p\r\n\r\n{}")
+    assert isinstance(over.outcome, http1.Malformed)
+
+
+@pytest.mark.anyio
+async def test_a_large_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> None:
+    body = b"x" * (3 * http1.MAX_HEAD)
+    fed = await feed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), max_body=len(body)
+    )
+    assert isinstance(fed.outcome, http1.Answer)
+    assert fed.outcome.body == body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("fields", "refused"), [(http1.MAX_FIELDS, False), (http1.MAX_FIELDS + 1, True)])
+async def test_header_fields_are_counted(fields: int, refused: bool) -> None:
+    lines = b"".join(b"x%d: 1\r\n" % index for index in range(fields - 1))
+    fed = await feed(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\n{}")
+    if refused:
+        assert isinstance(fed.outcome, http1.Malformed)
+    else:
+        assert isinstance(fed.outcome, http1.Answer)
+        assert len(fed.outcome.headers) == fields
+
+
+@pytest.mark.anyio
+async def test_trailers_count_as_fields_and_are_not_taken_for_headers() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"
+    fed = await feed(head + b"0\r\nContent-Type: text/html\r\n\r\n")
+    assert isinstance(fed.outcome, http1.Answer)
+    assert (fed.outcome.headers, fed.outcome.body) == ([(b"transfer-encoding", b"chunked")], b"{}")
+    many = b"".join(b"t%d: 1\r\n" % index for index in range(http1.MAX_FIELDS))
+    assert isinstance((await feed(head + b"0\r\n" + many + b"\r\n")).outcome, http1.Malformed)
+
+
+@pytest.mark.anyio
+async def test_many_small_chunks_are_body_not_head() -> None:
+    body = chunk(b"x") * (4 * http1.MAX_HEAD // 6) + b"0\r\n\r\n"
+    fed = await feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert isinstance(fed.outcome, http1.Answer)
+    assert fed.outcome.body == b"x" * (4 * http1.MAX_HEAD // 6)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "after",
+    [
+        pytest.param(b" ", id="one-byte"),
+        pytest.param(gzipped(b"{}"), id="a-second-gzip-member"),
+    ],
+)
+async def test_nothing_is_accepted_after_the_compressed_body_ends(after: bytes) -> None:
+    fed = await feed(GZIP_HEAD + chunk(gzipped(b'{"ok":true}') + after) + b"0\r\n\r\n")
+    assert isinstance(fed.outcome, http1.Malformed)
+
+
+@pytest.mark.anyio
+async def test_endless_bytes_after_the_compressed_body_are_refused_at_once() -> None:
+    fed = await feed(GZIP_HEAD + chunk(gzipped(b'{"ok":true}')), endless(chunk(b" " * (PIECE - 16))))
+    assert isinstance(fed.outcome, http1.Malformed)
+    assert fed.delivered <= len(GZIP_HEAD) + 64 + PIECE
+    assert fed.peak_memory < 4 * PIECE
+
+
+@pytest.mark.anyio
+async def test_a_compressed_body_split_anywhere_is_read() -> None:
+    compressed = gzipped(b'{"ok":true}')
+    pieces = [chunk(compressed[i : i + 1]) for i in range(len(compressed))]
+    fed = await feed(GZIP_HEAD, iter([*pieces, b"0\r\n\r\n"]))
+    assert isinstance(fed.outcome, http1.Answer)
+    assert fed.outcome.body == b'{"ok":true}'
+
+
+async def endless_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+    for _ in range(ENDLESS // PIECE):
+        writer.write(b"a" * PIECE)
+        await writer.drain()
+
+
+async def gzip_then_endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(GZIP_HEAD + chunk(gzipped(b'{"ok":true}')))
+    for _ in range(ENDLESS // PIECE):
+        writer.write(chunk(b" " * PIECE))
+        await writer.drain()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("respond", [endless_header, gzip_then_endless])
+async def test_hostile_answers_on_the_wire_are_bad_answers(respond: Respond) -> None:
+    async with raw_server(respond) as port, guarded(total_timeout=2.0, **dev(port)) as client:
+        started = time.monotonic()
+        with pytest.raises(InstanceBadAnswer) as caught:
+            await client.get(f"http://127.0.0.1:{port}/api/meta?i=secret-token")
+    assert time.monotonic() - started < 0.5
+    assert caught.value.message == InstanceBadAnswer.default_message
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -934,4 +1059,7 @@ def test_settings_defaults_follow_the_spec() -> None:
         per_host_connections=16,
         dev_origins=(),
         dns_cache_seconds=10,
+        idle_seconds=4.0,
+        max_idle_per_origin=None,
+        max_idle=256,
     )

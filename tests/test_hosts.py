@@ -112,6 +112,7 @@ ACCEPTED = [
     # A homograph is a different, valid domain: accepted as itself, never as the name it imitates.
     ("homograph-cyrillic-i", "m\u0456sskey.io", "xn--msskey-pvf.io"),
     ("homograph-greek-omicron", "misskey.i\u03bf", "misskey.xn--i-smb"),
+    ("longest-input", "@" + "a" * 1012 + "@misskey.io", "misskey.io"),
 ]
 
 
@@ -132,7 +133,7 @@ def test_url_joins_origin_and_path() -> None:
     instance = parse_instance("misskey.io")
     assert instance.url("/api/i") == "https://misskey.io/api/i"
     assert instance.url("/miauth/abc?name=x") == "https://misskey.io/miauth/abc?name=x"
-    with pytest.raises(ValueError, match="must start with '/'"):
+    with pytest.raises(ValueError, match=r"^an instance path must start with '/'$"):
         instance.url("api/i")
     with pytest.raises(ValueError, match="must start with '/'"):
         instance.url("@evil.com/")
@@ -368,6 +369,17 @@ MESSAGES = [
     ("percent", "misskey%2eio", "A server name cannot contain percent-encoded characters."),
     ("idna", "mis_skey.io", "That is not a valid server name."),
     ("too-long", "a" * 1025, "That is too long to be a server name."),
+    ("fragment", "misskey.io#top", "Type just the server name, without a '?' or '#' part."),
+    ("backslash", "misskey.io\\x", "A server name cannot contain spaces, control characters or backslashes."),
+    ("ipv6-unbracketed", "fe80::1", "Type the server's name, not an IP address."),
+    ("ipv6-two-colons", "::1", "Type the server's name, not an IP address."),
+    ("bracketed-ipv4", "[1.2.3.4]", "Type the server's name, not an IP address."),
+    (
+        "port-out-of-range",
+        "misskey.io:99999",
+        "tobira only connects to servers on the standard https port (443).",
+    ),
+    ("port-not-a-number", "misskey.io:abc", "That is not a valid server name."),
 ]
 
 
@@ -484,6 +496,7 @@ def test_dev_origins_are_never_implied() -> None:
 
 # --- parse_dev_origin -----------------------------------------------------------------------------------
 
+NAME_253 = ("a" * 61 + ".") * 4 + "ab.io"
 DEV_ORIGINS = [
     ("ip", "http://127.0.0.1:3000", DevOrigin("http", "127.0.0.1", 3000)),
     ("spaces-and-slash", "  http://127.0.0.1:3000/  ", DevOrigin("http", "127.0.0.1", 3000)),
@@ -494,6 +507,9 @@ DEV_ORIGINS = [
     ("ipv6-upper", "http://[FE80::1]:3000", DevOrigin("http", "fe80::1", 3000)),
     ("single-label", "http://misskey:3000", DevOrigin("http", "misskey", 3000)),
     ("max-port", "http://10.0.0.5:65535", DevOrigin("http", "10.0.0.5", 65535)),
+    ("min-port", "http://10.0.0.5:1", DevOrigin("http", "10.0.0.5", 1)),
+    ("upper-x", "http://DEV-X.test:3000", DevOrigin("http", "dev-x.test", 3000)),
+    ("name-253", "http://" + NAME_253 + ":3000", DevOrigin("http", NAME_253, 3000)),
 ]
 
 
@@ -525,6 +541,8 @@ DEV_ORIGINS_REFUSED = [
     ("ipv6-unclosed", "http://[::1:3000", "malformed host or port"),
     ("ipv6-unbracketed", "http://::1:3000", "malformed host or port"),
     ("ipv6-invalid", "http://[not-v6]:3000", "invalid IPv6 address"),
+    ("ipv6-two-brackets", "http://[::1]]:3000", "malformed host or port"),
+    ("name-254", "http://a" + NAME_253 + ":3000", "the host must be"),
     ("short-ip", "http://127.1:3000", "the host must be"),
     ("hex-ip", "http://0x7f000001:3000", "the host must be"),
     ("decimal-ip", "http://2130706433:3000", "the host must be"),
@@ -544,6 +562,15 @@ def test_parse_dev_origin_refused(text: str, why: str) -> None:
     with pytest.raises(ValueError, match=re.escape(why)) as caught:
         parse_dev_origin(text)
     assert "\x00" not in str(caught.value)
+
+
+def test_parse_dev_origin_says_what_a_host_may_be() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_dev_origin("http://127.1:3000")
+    assert str(caught.value) == (
+        "dev instance 'http://127.1:3000': the host must be an ASCII name, a dotted-quad IPv4 address "
+        "or a bracketed IPv6 address"
+    )
 
 
 # --- host_matches ---------------------------------------------------------------------------------------
@@ -668,3 +695,33 @@ def test_inet_aton_helper_agrees_with_the_c_library(text: str, reads: bool) -> N
         assert not reads
     else:
         assert reads
+
+
+OWNS = [
+    ("https://misskey.io/auth/abc", True),
+    ("https://MISSKEY.IO/auth/abc", True),
+    ("HTTPS://misskey.io/", True),
+    ("https://misskey.io", True),
+    ("https://misskey.io/" + "a" * 2029, True),  # 2048 characters in all
+    ("https://misskey.io/" + "a" * 2030, False),
+    ("http://misskey.io/auth/abc", False),
+    ("https://misskey.io:8443/auth", False),
+    ("https://evil.example/auth/abc", False),
+    ("https://misskey.io.evil.example/", False),
+    ("https://user@misskey.io/", False),
+    ("https://:pass@misskey.io/", False),
+    ("https://misskey.io:443/", False),  # compared as written: an explicit port is not the origin tobira uses
+    ("/auth/abc", False),
+    ("https://[::1/", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("url", "owned"), OWNS)
+def test_an_instance_owns_urls_on_its_own_origin_only(url: str, owned: bool) -> None:
+    assert parse_instance("misskey.io").owns(url) is owned
+
+
+@pytest.mark.parametrize("value", [None, 42, b"https://misskey.io/", ["https://misskey.io/"]])
+def test_an_instance_owns_no_value_that_is_not_text(value: object) -> None:
+    assert parse_instance("misskey.io").owns(value) is False

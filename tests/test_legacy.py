@@ -93,7 +93,7 @@ def test_api_key_is_sha256_of_token_then_secret() -> None:
     ids=["same", "case", "http", "port", "other", "suffix", "userinfo", "relative", "javascript", "broken"],
 )
 def test_consent_url_must_be_on_the_instance(url: str, same: bool) -> None:
-    assert legacy.same_origin(url, INSTANCE) is same
+    assert INSTANCE.owns(url) is same
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -191,3 +192,56 @@ def test_malformed_callback_is_refused(make_browser: object, params: str) -> Non
     answer = browser.callback(f"{browser.tobira}/callback/oauth2{params}")
     assert answer.status_code == 400
     assert "INVALID_CALLBACK" in answer.text
+
+
+def test_an_oauth2_sign_in_asks_for_the_metadata_once(tmp_path: Path, oauth_server: RunningStandin) -> None:
+    """Discovery fetches the OAuth 2.0 metadata (scopes and offer together); nothing fetches it again, not
+    even with discovery's cache off."""
+    server = start_tobira(
+        tmp_path,
+        TOBIRA_DEV_INSTANCES=oauth_server.url,
+        TOBIRA_AUTH_METHODS="oauth2,miauth",
+        TOBIRA_DISCOVERY_CACHE_SECONDS="0",
+    )
+    try:
+        with httpx.Client(timeout=20) as client:
+            browser = Browser(server.url, oauth_server, client)
+            before = oauth_server.state.route_hits[".well-known"]
+            started = browser.start()
+            assert started.headers["location"].startswith(oauth_server.url + "/oauth/authorize?")
+            finished = browser.callback(decide(browser, started.headers["location"], user="alice"))
+            assert finished.status_code == 303, finished.text
+            assert oauth_server.state.route_hits[".well-known"] - before == 1
+    finally:
+        server.stop()
+
+
+def test_sharkey_is_signed_in_with_miauth_although_it_publishes_oauth2(tmp_path: Path) -> None:
+    """A real Sharkey publishes Misskey's OAuth 2.0 metadata but answers its authorize request with a 500."""
+    from app.standin import StandinConfig, run_standin_in_thread
+
+    port = free_port(STANDIN_HOST)
+    config = StandinConfig(
+        base_url=f"http://{STANDIN_HOST}:{port}",
+        software="sharkey",
+        version="2025.5.2-dev+g3d130248",
+        oauth2=True,
+        federation=True,
+    )
+    with run_standin_in_thread(config, host=STANDIN_HOST, port=port) as sharkey:
+        params = {"response_type": "code", "client_id": "https://t.example/client", "code_challenge": "x"}
+        refused = httpx.get(
+            f"{sharkey.url}/oauth/authorize", params={**params, "code_challenge_method": "S256"}
+        )
+        assert (refused.status_code, refused.json()) == (500, {"code": "ERR_INVALID_URL"})
+        server = start_tobira(tmp_path, TOBIRA_DEV_INSTANCES=sharkey.url, TOBIRA_AUTH_METHODS="oauth2,miauth")
+        try:
+            with httpx.Client(timeout=20) as client:
+                browser = Browser(server.url, sharkey, client)
+                started = browser.start()
+                assert started.status_code == 303, started.text
+                assert started.headers["location"].startswith(sharkey.url + "/miauth/")
+                browser.callback(browser.approve(started.headers["location"]))
+                assert browser.session().json()["method"] == "miauth"
+        finally:
+            server.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pytest
 from hypothesis import given
@@ -12,6 +12,20 @@ from hypothesis import strategies as st
 from app.redirects import MAX_LENGTH, safe_return_to
 
 BASE = "https://tobira.example/"
+
+# Format characters: zero-width space, word joiner, right-to-left override, soft hyphen, byte order mark.
+INVISIBLE = {
+    "zwsp": "\u200b",
+    "word-joiner": "\u2060",
+    "rlo": "\u202e",
+    "soft-hyphen": "\u00ad",
+    "bom": "\ufeff",
+}
+INVISIBLE_BETWEEN_SLASHES = [
+    pytest.param(f"/{encoded}/evil.example", id=f"{times}-encoded-{name}")
+    for name, char in INVISIBLE.items()
+    for times, encoded in (("once", quote(char)), ("twice", quote(quote(char))))
+]
 
 REFUSED = [
     # Protocol-relative and its spellings.
@@ -85,6 +99,7 @@ REFUSED = [
     pytest.param("/%25252F%25252Fevil.example", id="triple-encoded-slashes"),
     pytest.param("/%255Cevil.example", id="double-encoded-backslash"),
     pytest.param("/%2525252525252Fx", id="encoded-beyond-any-reason"),
+    pytest.param("/a%2525252520b", id="harmless-but-encoded-five-times"),
     pytest.param("/https:/%5cevil.example/", id="encoded-backslash-after-scheme-like"),
     # Look-alikes: full-width solidus and reverse solidus, ideographic full stop.
     pytest.param("\uff0f\uff0fevil.example", id="fullwidth-solidus"),
@@ -100,6 +115,8 @@ REFUSED = [
     pytest.param("/./%2Fevil.example", id="dot-encoded-slash"),
     pytest.param("/%2e%2e/%2e%2e//evil.example", id="encoded-dotdot-double-slash"),
     pytest.param("/%2e/%2fevil.example", id="encoded-dot-encoded-slash"),
+    # Percent-encoded invisible ("Cf") characters, which readers drop, between two slashes: once and twice.
+    *INVISIBLE_BETWEEN_SLASHES,
     # Bounds and types.
     pytest.param("", id="empty"),
     pytest.param(None, id="none"),
@@ -121,6 +138,12 @@ ACCEPTED = [
     pytest.param("/https://example.org", id="scheme-like-segment-is-a-path"),
     pytest.param("/~user/a;b=c,d", id="sub-delims"),
     pytest.param("/" + "a" * (MAX_LENGTH - 1), id="longest"),
+    pytest.param("/a%E2%80%8Bb/%C2%ADc", id="encoded-invisible-inside-segments"),
+    pytest.param("/a%25252520b", id="encoded-four-times"),
+    pytest.param("/a/b/..", id="trailing-dotdot"),
+    # Dot segments after "?" or "#" are no path: nothing resolves them.
+    pytest.param("/a?/../..//evil.example?b", id="dotdot-double-slash-in-query"),
+    pytest.param("/a#/../..//evil.example#b", id="dotdot-double-slash-in-fragment"),
 ]
 
 

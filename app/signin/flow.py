@@ -37,6 +37,7 @@ from app.signin.oauth2 import OAuth2
 from app.software import speaks_misskey_oauth2
 
 CLIENT_PATH = "/client"  # tobira's OAuth 2.0 client_id is this URL
+MAX_SHOWN = 64  # what a sign-in keeps of each text the server says about itself (it travels in cookies)
 
 log = logging.getLogger("tobira")
 
@@ -109,11 +110,12 @@ class SignInFlow:
         info = await self._discovery.lookup(instance)
         method = self._methods[self.choose(info)]
         start = await method.start(instance, info)
-        server = {
+        shown = {
             "software": info.software,
             "version": info.software_version or info.version,
             "name": info.name,
         }
+        server = {key: value[:MAX_SHOWN] if value else value for key, value in shown.items()}
         pending = self._cookies.new_pending(instance, start.session, return_to, method.name, server)
         log.info("sign-in started with %s (%s)", instance.host, method.name)
         return pending, start.location

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -84,16 +83,6 @@ async def app_secret(
     return secret
 
 
-def same_origin(url: str, instance: Instance) -> bool:
-    """True when `url` is an absolute URL on the instance's own origin."""
-    try:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-    except ValueError:
-        return False
-    return origin == instance.origin and not parts.username and not parts.password
-
-
 async def generate(client: httpx.AsyncClient, instance: Instance, secret: str) -> tuple[str, str]:
     """`auth/session/generate`: (session token, consent URL).
 
@@ -108,7 +97,7 @@ async def generate(client: httpx.AsyncClient, instance: Instance, secret: str) -
     token, url = answer.get("token"), answer.get("url")
     if not isinstance(token, str) or not is_session_token(token):
         raise InstanceBadAnswer()
-    if not isinstance(url, str) or len(url) > 2048 or not same_origin(url, instance):
+    if not isinstance(url, str) or not instance.owns(url):
         raise InstanceBadAnswer()
     return token, url
 

@@ -17,11 +17,12 @@ query string (the token included), as a server that redirects every path would.
 `FaultLayer` is the ASGI middleware the runner puts around the stand-in. It counts every request by route
 (`StandinState.route_hits`), faulted or not, so tests can tell that tobira retried nothing and followed no
 redirect. Faults below HTTP (a reset, a close after the headers, a lying Content-Length, a drip, an endless
-body) need the connection itself, which ASGI does not expose: uvicorn's `send` is a method of its
-per-request cycle, which holds the connection's `transport` and a `disconnected` flag, so these work only
-when uvicorn serves the stand-in (`run_standin_in_thread`). Each of them ends with the connection closed,
-when the client leaves or else when the fault is switched off; `StandinState.faults_in_progress` counts
-those still going, so tests can tell that tobira hung up.
+body, an endless header line, endless bytes after a compressed body) need the connection itself, which
+ASGI does not expose: uvicorn's `send` is a method of its per-request cycle, which holds the connection's
+`transport` and a `disconnected` flag, so these work only when uvicorn serves the stand-in
+(`run_standin_in_thread`). Each of them ends with the connection closed, when the client leaves or else
+when the fault is switched off; `StandinState.faults_in_progress` counts those still going, so tests can
+tell that tobira hung up.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import gzip
 import http
 import socket
 import struct
@@ -63,6 +65,8 @@ class FaultKind(enum.Enum):
     GZIP_BOMB = "gzip-bomb"  # the same padded body gzip-compressed: a few KiB on the wire
     HUGE_HEADERS = "huge-headers"  # the real answer after `size` bytes of headers, in 1000-byte lines
     ENDLESS = "endless"  # chunked: the real body, then whitespace that never ends
+    ENDLESS_HEADER = "endless-header"  # the status line, then one header line that never ends
+    GZIP_ENDLESS = "gzip-endless"  # chunked: the real body gzip-compressed, then bytes that never end
     DRIP_HEAD = "drip-head"  # the whole answer, padded, head included, one byte every `interval` seconds
     DRIP_BODY = "drip-body"  # the head at once, then the padded body one byte every `interval` seconds
     RESET = "reset"  # the head and half the body, then a TCP reset
@@ -354,6 +358,20 @@ async def _endless(fault: Fault, answer: _Answer, connection: _Connection) -> No
         await connection.write(_chunk(ENDLESS_CHUNK))
 
 
+async def _endless_header(fault: Fault, answer: _Answer, connection: _Connection) -> None:
+    status_line = answer.head().split(b"\r\n", 1)[0]
+    await connection.write(status_line + b"\r\nX-Endless: ")
+    while connection.open:
+        await connection.write(b"a" * len(ENDLESS_CHUNK))
+
+
+async def _gzip_endless(fault: Fault, answer: _Answer, connection: _Connection) -> None:
+    compressed = _Answer(answer.status, [*answer.headers, (b"content-encoding", b"gzip")], answer.body)
+    await connection.write(compressed.head(length=-1) + _chunk(gzip.compress(answer.body)))
+    while connection.open:
+        await connection.write(_chunk(ENDLESS_CHUNK))
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -398,6 +416,8 @@ async def _drop(fault: Fault, answer: _Answer, connection: _Connection) -> None:
 
 _SOCKET_FAULTS = {
     FaultKind.ENDLESS: _endless,
+    FaultKind.ENDLESS_HEADER: _endless_header,
+    FaultKind.GZIP_ENDLESS: _gzip_endless,
     FaultKind.DRIP_HEAD: _drip_head,
     FaultKind.DRIP_BODY: _drip_body,
     FaultKind.RESET: _reset,

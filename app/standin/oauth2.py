@@ -5,6 +5,8 @@ client_id document (over loopback: tobira under test) and shows the consent page
 that document lists exactly; `POST /oauth/decision` (field `txid`, then `user=NAME` or `deny`) redirects with
 `code`, `state` and `iss`, or `error=access_denied`; `POST /oauth/token` trades a code once, within five
 minutes, against its PKCE S256 verifier, redirect URI and client_id. The token then works like a MiAuth one.
+With `software="sharkey"` it plays a real Sharkey 2025.5.2: the same metadata, but `/oauth/authorize`
+answers a Misskey-style request with HTTP 500 `{"code": "ERR_INVALID_URL"}`.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ async def _client_document(client_id: str) -> tuple[list[str], str | None]:
 async def authorize(request: Request) -> Response:
     """The consent page, after the client document confirms the redirect URI."""
     state = _state(request)
+    if state.config.software == "sharkey":
+        # Sharkey publishes Misskey's metadata, but its /oauth/authorize is Mastodon's flow: it reads the
+        # client_id as a base64-encoded redirect URL and fails on a Misskey-style request (PROTOCOL.md §4).
+        return JSONResponse({"code": "ERR_INVALID_URL"}, status_code=500)
     query = request.query_params
     client_id, redirect_uri = query.get("client_id", ""), query.get("redirect_uri", "")
     if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256":
