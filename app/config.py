@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=30, ge=0)
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
+    oidc_clients: Path | None = None
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
 
     _split_lists = field_validator(
@@ -92,6 +93,11 @@ class Settings(BaseSettings):
         """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
         parts = urlsplit(self.public_url)
         return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+    @property
+    def issuer(self) -> str:
+        """The OpenID provider's issuer identifier: tobira's public URL, without a trailing slash."""
+        return self.public_origin + urlsplit(self.public_url).path.rstrip("/")
 
     @property
     def is_production(self) -> bool:
@@ -156,6 +162,13 @@ def _problems(settings: Settings) -> list[str]:
         problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
     if settings.app_icon and len(settings.app_icon) > 512:
         problems.append("TOBIRA_APP_ICON must be at most 512 characters (Misskey refuses longer URLs)")
+    if settings.oidc_clients is not None:
+        from app.oidc.clients import ClientsFileError, load_clients  # the clients file needs this module
+
+        try:
+            load_clients(settings.oidc_clients)
+        except ClientsFileError as exc:
+            problems += [f"TOBIRA_OIDC_CLIENTS: {problem}" for problem in exc.problems]
     return problems
 
 
