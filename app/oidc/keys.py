@@ -138,8 +138,9 @@ class KeyRing:
 
     async def signing_key(self, alg: str) -> RSAKey | ECKey:
         """The key that signs with `alg` now. Raises SigningKeysUnavailable."""
-        now = self._clock()
-        ready = [key for key in await self._current() if key.alg == alg and key.signs_from <= now]
+        keys = await self._current()
+        now = self._clock()  # after: the very first keys sign from the moment they were made
+        ready = [key for key in keys if key.alg == alg and key.signs_from <= now]
         if not ready:
             raise SigningKeysUnavailable()
         chosen = max(ready, key=lambda key: key.signs_from)

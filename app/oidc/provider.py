@@ -238,15 +238,17 @@ class Provider:
 
     # --- authorize ---------------------------------------------------------------------------------------
 
-    def client_and_redirect(self, params: Mapping[str, str]) -> tuple[Client, str]:
-        """The client and its redirect URI, compared exactly with the registered ones.
+    def client_and_redirect(
+        self, params: Mapping[str, str], repeated: Sequence[str] = ()
+    ) -> tuple[Client, str]:
+        """The client and its redirect URI, compared exactly with the registered ones (each given once).
 
         Raises UnknownClient and UnregisteredRedirect: shown on tobira's page, never sent to any URI."""
         client = self.clients.get(params.get("client_id", ""))
-        if client is None:
+        if client is None or "client_id" in repeated:
             raise UnknownClient()
         redirect_uri = params.get("redirect_uri", "")
-        if redirect_uri not in client.redirect_uris:
+        if redirect_uri not in client.redirect_uris or "redirect_uri" in repeated:
             raise UnregisteredRedirect()
         return client, redirect_uri
 

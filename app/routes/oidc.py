@@ -86,7 +86,7 @@ async def authorize(request: Request, services: ServicesDep) -> Response:
         items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
     params, repeated = single(items)
     try:
-        client, redirect_uri = provider.client_and_redirect(params)
+        client, redirect_uri = provider.client_and_redirect(params, repeated)
     except TobiraError as error:
         log.warning("authorization request refused before any redirect: %s", error.code)
         return error_response(request, error)
