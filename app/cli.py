@@ -162,7 +162,9 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     hash_parser.add_argument(
-        "--generate", action="store_true", help="make a random secret, print it, then its hash"
+        "--generate",
+        action="store_true",
+        help="make a random secret, print it, then its hash (default: %(default)s)",
     )
     return top
 

@@ -134,82 +134,111 @@ def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) and item for item in value)
 
 
-def _client(index: int, entry: Any, problems: list[str]) -> Client | None:
-    where = f"clients[{index}]"
-    if not isinstance(entry, Mapping):
-        problems.append(f"{where}: is not a table")
-        return None
-    start = len(problems)
+def _identity_problems(entry: Mapping[str, Any]) -> list[str]:
+    """The keys, the client_id, the name and the logo."""
+    problems = [f"unknown key {key!r}" for key in sorted(set(entry) - KEYS)]
     client_id = entry.get("client_id")
-    if isinstance(client_id, str) and client_id:
-        where = f"client {client_id!r}"
-    for key in sorted(set(entry) - KEYS):
-        problems.append(f"{where}: unknown key {key!r}")
     if not isinstance(client_id, str) or not client_id or len(client_id) > 255:
-        problems.append(f"{where}: client_id must be a non-empty string")
+        problems.append("client_id must be a non-empty string")
     elif any(not (0x21 <= ord(c) <= 0x7E) or c == ":" for c in client_id):
-        problems.append(f"{where}: client_id must be printable ASCII without spaces or ':'")
+        problems.append("client_id must be printable ASCII without spaces or ':'")
     name = entry.get("client_name")
     if not isinstance(name, str) or not name.strip() or len(name) > 128:
-        problems.append(f"{where}: client_name must be a non-empty string of at most 128 characters")
+        problems.append("client_name must be a non-empty string of at most 128 characters")
     logo = entry.get("logo_uri")
     if logo is not None and (not isinstance(logo, str) or not logo.startswith("https://")):
-        problems.append(f"{where}: logo_uri must be an https URL")
+        problems.append("logo_uri must be an https URL")
+    return problems
+
+
+def _uri_problems(entry: Mapping[str, Any]) -> list[str]:
+    """The redirect URIs (at least one) and the post-logout ones."""
+    problems = []
     for key in ("redirect_uris", "post_logout_redirect_uris"):
-        uris = entry.get(key, [] if key.startswith("post") else None)
-        if not _strings(uris) or (key == "redirect_uris" and not uris):
-            problems.append(
-                f"{where}: {key} must be a list of URLs" + (", at least one" if key[0] == "r" else "")
-            )
+        required = key == "redirect_uris"
+        uris = entry.get(key, None if required else [])
+        if not _strings(uris) or (required and not uris):
+            problems.append(f"{key} must be a list of URLs" + (", at least one" if required else ""))
             continue
-        for uri in uris:
-            if (reason := uri_problem(uri)) is not None:
-                problems.append(f"{where}: {key}: {uri!r} {reason}")
+        problems += [f"{key}: {uri!r} {reason}" for uri in uris if (reason := uri_problem(uri)) is not None]
+    return problems
+
+
+def _secret_problems(entry: Mapping[str, Any]) -> list[str]:
+    problems = []
     secret, secret_hash = entry.get("client_secret"), entry.get("client_secret_hash")
     if secret is not None and secret_hash is not None:
-        problems.append(f"{where}: give client_secret or client_secret_hash, not both")
+        problems.append("give client_secret or client_secret_hash, not both")
     if secret is not None and (not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH):
-        problems.append(f"{where}: client_secret must be a string of at least {MIN_SECRET_LENGTH} characters")
-    if secret_hash is not None and (
-        not isinstance(secret_hash, str) or not secret_hash.startswith("$argon2")
-    ):
-        problems.append(f"{where}: client_secret_hash must be an argon2 hash from `tobira hash-secret`")
+        problems.append(f"client_secret must be a string of at least {MIN_SECRET_LENGTH} characters")
+    if secret_hash is not None and not (isinstance(secret_hash, str) and secret_hash.startswith("$argon2")):
+        problems.append("client_secret_hash must be an argon2 hash from `tobira hash-secret`")
+    return problems
+
+
+def _instance_problems(entry: Mapping[str, Any]) -> list[str]:
     instances = entry.get("instances", [])
     if not _strings(instances):
-        problems.append(f"{where}: instances must be a list of host names or *.domain")
-    else:
-        for pattern in instances:
-            try:
-                canonical_host(pattern.removeprefix("*."))
-            except InvalidInstance:
-                problems.append(f"{where}: instances: {pattern!r} is not a host name or *.domain")
+        return ["instances must be a list of host names or *.domain"]
+    problems = []
+    for pattern in instances:
+        try:
+            canonical_host(pattern.removeprefix("*."))
+        except InvalidInstance:
+            problems.append(f"instances: {pattern!r} is not a host name or *.domain")
+    return problems
+
+
+def _permission_problems(entry: Mapping[str, Any]) -> list[str]:
     permissions = entry.get("permissions", [])
     if not _strings(permissions):
-        problems.append(f"{where}: permissions must be a list of Misskey permission names")
-    else:
-        for permission in permissions:
-            if permission not in KNOWN_PERMISSIONS:
-                problems.append(f"{where}: permissions: unknown permission {permission!r}")
-        if permissions and secret is None and secret_hash is None:
-            problems.append(f"{where}: permissions are only for confidential clients (with a client secret)")
-    alg = entry.get("id_token_signed_response_alg", "RS256")
-    if alg not in SIGNING_ALGORITHMS:
-        problems.append(
-            f"{where}: id_token_signed_response_alg must be one of {', '.join(SIGNING_ALGORITHMS)}"
-        )
-    if len(problems) > start or not isinstance(client_id, str) or not isinstance(name, str):
+        return ["permissions must be a list of Misskey permission names"]
+    problems = [
+        f"permissions: unknown permission {name!r}" for name in permissions if name not in KNOWN_PERMISSIONS
+    ]
+    if permissions and entry.get("client_secret") is None and entry.get("client_secret_hash") is None:
+        problems.append("permissions are only for confidential clients (with a client secret)")
+    return problems
+
+
+def _algorithm_problems(entry: Mapping[str, Any]) -> list[str]:
+    if entry.get("id_token_signed_response_alg", "RS256") in SIGNING_ALGORITHMS:
+        return []
+    return [f"id_token_signed_response_alg must be one of {', '.join(SIGNING_ALGORITHMS)}"]
+
+
+CHECKS = (
+    _identity_problems,
+    _uri_problems,
+    _secret_problems,
+    _instance_problems,
+    _permission_problems,
+    _algorithm_problems,
+)
+
+
+def _client(index: int, entry: Any, problems: list[str]) -> Client | None:
+    """The client one `[[clients]]` table describes, or None with its problems added to `problems`."""
+    if not isinstance(entry, Mapping):
+        problems.append(f"clients[{index}]: is not a table")
+        return None
+    client_id = entry.get("client_id")
+    where = f"client {client_id!r}" if isinstance(client_id, str) and client_id else f"clients[{index}]"
+    found = [problem for check in CHECKS for problem in check(entry)]
+    problems += [f"{where}: {problem}" for problem in found]
+    if found:
         return None
     return Client(
-        client_id=client_id,
-        client_name=name.strip(),
+        client_id=entry["client_id"],
+        client_name=entry["client_name"].strip(),
         redirect_uris=tuple(entry["redirect_uris"]),
         post_logout_redirect_uris=tuple(entry.get("post_logout_redirect_uris", ())),
-        logo_uri=logo,
-        client_secret=secret,
-        client_secret_hash=secret_hash,
-        instances=tuple(pattern.lower() for pattern in instances),
-        permissions=tuple(permissions),
-        id_token_signed_response_alg=alg,
+        logo_uri=entry.get("logo_uri"),
+        client_secret=entry.get("client_secret"),
+        client_secret_hash=entry.get("client_secret_hash"),
+        instances=tuple(pattern.lower() for pattern in entry.get("instances", ())),
+        permissions=tuple(entry.get("permissions", ())),
+        id_token_signed_response_alg=entry.get("id_token_signed_response_alg", "RS256"),
     )
 
 

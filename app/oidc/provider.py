@@ -180,6 +180,69 @@ def hint_host(hint: str | None) -> tuple[str | None, str | None]:
     return None, text.lower() or None
 
 
+def refuse_unsupported(params: Mapping[str, str], repeated: Sequence[str]) -> None:
+    """Raises for what tobira never does: a parameter twice, request objects, registration, anything but
+    the code flow in the query."""
+    if repeated:
+        raise InvalidRequest(f"repeated parameter: {', '.join(sorted(repeated))}")
+    if "request" in params:
+        raise RequestNotSupported("request objects are not supported")
+    if "request_uri" in params:
+        raise RequestUriNotSupported("request_uri is not supported")
+    if "registration" in params:
+        raise RegistrationNotSupported("registration is not supported")
+    if params.get("response_type") != "code":
+        raise UnsupportedResponseType("response_type must be code")
+    if params.get("response_mode", "query") != "query":
+        raise InvalidRequest("response_mode must be query")
+
+
+def checked_scope(params: Mapping[str, str]) -> str:
+    """The scopes tobira knows among those asked for; InvalidScope without `openid`."""
+    scopes = params.get("scope", "").split()
+    if "openid" not in scopes:
+        raise InvalidScope("scope must include openid")
+    return " ".join(name for name in SCOPES if name in scopes)
+
+
+def pkce_challenge(client: Client, params: Mapping[str, str]) -> str | None:
+    """The S256 challenge (RFC 7636); required of public clients, `plain` refused."""
+    challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
+    if challenge is not None:
+        if method != "S256":
+            raise InvalidRequest("code_challenge_method must be S256")
+        if not PKCE_VALUE.fullmatch(challenge):
+            raise InvalidRequest("code_challenge is malformed")
+    elif method is not None:
+        raise InvalidRequest("code_challenge_method without code_challenge")
+    elif not client.confidential:
+        raise InvalidRequest("PKCE (code_challenge with S256) is required of public clients")
+    return challenge
+
+
+def max_age_of(params: Mapping[str, str]) -> int | None:
+    if "max_age" not in params:
+        return None
+    if not params["max_age"].isdigit() or len(params["max_age"]) > 10:
+        raise InvalidRequest("max_age must be a non-negative integer")
+    return int(params["max_age"])
+
+
+def basic_credentials(authorization: str) -> tuple[str, str]:
+    """(client_id, secret) from an `Authorization: Basic` header (RFC 6749 2.3.1: each form-encoded)."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("unsupported client authentication")
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("malformed Basic credentials") from None
+    name, colon, password = decoded.partition(":")
+    if not colon:
+        raise InvalidClient("malformed Basic credentials")
+    return unquote(name), unquote(password)
+
+
 class Provider:
     """tobira's OpenID provider, over the clients file, the ledger and the signing keys."""
 
@@ -256,42 +319,13 @@ class Provider:
         self, client: Client, redirect_uri: str, params: Mapping[str, str], repeated: Sequence[str]
     ) -> AuthorizationRequest:
         """The rest of an authorization request. Raises the OAuthError that goes back to the app."""
-        if repeated:
-            raise InvalidRequest(f"repeated parameter: {', '.join(sorted(repeated))}")
-        if "request" in params:
-            raise RequestNotSupported("request objects are not supported")
-        if "request_uri" in params:
-            raise RequestUriNotSupported("request_uri is not supported")
-        if "registration" in params:
-            raise RegistrationNotSupported("registration is not supported")
-        if params.get("response_type") != "code":
-            raise UnsupportedResponseType("response_type must be code")
-        if params.get("response_mode", "query") != "query":
-            raise InvalidRequest("response_mode must be query")
-        scopes = params.get("scope", "").split()
-        if "openid" not in scopes:
-            raise InvalidScope("scope must include openid")
-        scope = " ".join(name for name in SCOPES if name in scopes)
-        challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
-        if challenge is not None:
-            if method != "S256":
-                raise InvalidRequest("code_challenge_method must be S256")
-            if not PKCE_VALUE.fullmatch(challenge):
-                raise InvalidRequest("code_challenge is malformed")
-        elif method is not None:
-            raise InvalidRequest("code_challenge_method without code_challenge")
-        elif not client.confidential:
-            raise InvalidRequest("PKCE (code_challenge with S256) is required of public clients")
+        refuse_unsupported(params, repeated)
+        challenge = pkce_challenge(client, params)
         prompt = tuple(params.get("prompt", "").split())
         if not set(prompt) <= PROMPTS:
             raise InvalidRequest("unknown prompt value")
         if "none" in prompt and len(prompt) > 1:
             raise InvalidRequest("prompt=none cannot be combined with other values")
-        max_age: int | None = None
-        if "max_age" in params:
-            if not params["max_age"].isdigit() or len(params["max_age"]) > 10:
-                raise InvalidRequest("max_age must be a non-negative integer")
-            max_age = int(params["max_age"])
         for name, limit in (("state", MAX_STATE), ("nonce", MAX_NONCE), ("login_hint", MAX_HINT)):
             if len(params.get(name, "")) > limit:
                 raise InvalidRequest(f"{name} is too long")
@@ -299,12 +333,12 @@ class Provider:
             id=secrets.token_urlsafe(24),
             client_id=client.client_id,
             redirect_uri=redirect_uri,
-            scope=scope,
+            scope=checked_scope(params),
             state=params.get("state"),
             nonce=params.get("nonce"),
             code_challenge=challenge,
             prompt=prompt,
-            max_age=max_age,
+            max_age=max_age_of(params),
             login_hint=params.get("login_hint") or None,
             created=self._clock(),
         )
@@ -408,17 +442,7 @@ class Provider:
         basic_id: str | None = None
         basic_secret: str | None = None
         if authorization is not None:
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() != "basic":
-                raise InvalidClient("unsupported client authentication")
-            try:
-                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                raise InvalidClient("malformed Basic credentials") from None
-            name, colon, password = decoded.partition(":")
-            if not colon:
-                raise InvalidClient("malformed Basic credentials")
-            basic_id, basic_secret = unquote(name), unquote(password)
+            basic_id, basic_secret = basic_credentials(authorization)
             if "client_secret" in form:
                 raise InvalidRequest("more than one client authentication method")
             if "client_id" in form and form["client_id"] != basic_id:

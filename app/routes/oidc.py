@@ -22,7 +22,7 @@ from app.oidc.handoff import provider_of, session_account, start_sign_in, waitin
 from app.oidc.keys import SigningKeysUnavailable
 from app.oidc.provider import AuthorizationRequest, Decision
 from app.services import Services
-from app.session import PENDING_TTL
+from app.session import PENDING_TTL, Session
 from app.web import (
     JSONResponse,
     ServicesDep,
@@ -35,7 +35,9 @@ from app.web import (
     set_cookie,
 )
 
-router = APIRouter()
+# Described by the discovery document, as OpenID Connect has it, not by tobira's OpenAPI document: their
+# answers are the RFCs' shapes (redirects to the app, RFC 6749 JSON), not tobira's Misskey-shaped errors.
+router = APIRouter(include_in_schema=False)
 log = logging.getLogger("tobira")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 PUBLIC = {"Access-Control-Allow-Origin": "*"}
@@ -251,14 +253,18 @@ async def logout(request: Request, services: ServicesDep) -> Response:
     if session is not None and not (own or confirmed):
         kept = {name: params[name] for name in LOGOUT_PARAMETERS if name in params}
         return render_page(request, "oidc_logout.html", account=session, params=kept)
-    response = RedirectResponse(target or "/signed-out", status_code=303, headers=NO_STORE)
+    return await sign_out(services, session, target or "/signed-out")
+
+
+async def sign_out(services: Services, session: Session | None, location: str) -> Response:
+    """End the session as `POST /logout` does (the token revoked, a notice for `/signed-out`), then go on."""
+    response = RedirectResponse(location, status_code=303, headers=NO_STORE)
     if session is not None:
         await end_session(services, session)
         revoked = await revoke(services, session)
         notices = services.notices
-        set_cookie(
-            response, services, notices.name, notices.issue(SignOut(session.host, revoked)), notices.max_age
-        )
+        notice = notices.issue(SignOut(session.host, revoked))
+        set_cookie(response, services, notices.name, notice, notices.max_age)
         log.info("signed out of %s by an app (token revoked: %s)", session.host, revoked)
     delete_cookie(response, services, services.cookies.session_name)
     return response
