@@ -118,10 +118,11 @@ class Ledger:
         """(the grant kept under `code`, whether this is its first redemption): the grant is removed as it
         is read, and a second redemption, on any replica, is recognised as one."""
         name = f"oidc-code:{digest(code)}"
-        first = await self.store.claim(name + ":used", CODE_USED_SECONDS)
-        if not first:
-            return None, False
         record = await self.store.get(name)
+        if record is None:  # unknown, expired or redeemed: only a redemption is remembered (no writes here)
+            return None, not await self.store.exists(name + ":used")
+        if not await self.store.claim(name + ":used", CODE_USED_SECONDS):
+            return None, False  # another request, on any replica, redeemed it just now
         await self.store.delete(name)
         return record, True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -367,3 +368,35 @@ def test_the_page_forms_refuse_other_sites(browser: Browser, tobira: TobiraProce
         )
         assert cross.status_code == 403, path
         assert "location" not in cross.headers
+
+
+def test_browser_apps_may_ask_across_origins(tobira: TobiraProcess) -> None:
+    for path in ("/oidc/token", "/oidc/userinfo"):
+        answer = httpx.options(
+            tobira.url + path,
+            headers={
+                "Origin": "https://spa.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert answer.status_code == 204
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert "Authorization" in answer.headers["access-control-allow-headers"]
+        assert "access-control-allow-credentials" not in answer.headers
+
+
+def test_requests_kept_for_the_page_are_rate_limited(tmp_path: Path, standin: RunningStandin) -> None:
+    server = start_tobira(
+        tmp_path,
+        TOBIRA_DEV_INSTANCES=standin.url,
+        TOBIRA_OIDC_CLIENTS=str(clients_file(tmp_path, RP)),
+        TOBIRA_LOGIN_RATE_LIMIT="2",
+    )
+    try:
+        params = {"client_id": "wiki", "redirect_uri": WIKI_CB, "response_type": "code", "scope": "openid"}
+        answers = [httpx.get(server.url + "/oidc/authorize", params=params) for _ in range(3)]
+        assert [answer.status_code for answer in answers] == [303, 303, 429]
+        assert "retry-after" in answers[2].headers and "location" not in answers[2].headers
+    finally:
+        server.stop()

@@ -3,7 +3,9 @@ their rotation, and the expiry of codes, with the clock frozen and moved by hand
 
 from __future__ import annotations
 
+import asyncio
 import io
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,12 +15,13 @@ import pytest
 from app.cli import main
 from app.config import ConfigError, load_settings
 from app.errors import InvalidGrant
-from app.ledger import CODE_SECONDS, Ledger
+from app.ledger import CODE_SECONDS, Ledger, digest
 from app.oidc.claims import account_claims, subject
 from app.oidc.clients import Client, ClientsFileError, parse_clients
 from app.oidc.keys import ANNOUNCE, CACHE_SECONDS, KEEP_AFTER, SIGNING_PERIOD, KeyRing
 from app.oidc.provider import Account, Provider
 from app.store import open_store
+from tests.conftest import REDIS_URL
 from tests.hostile_support import FakeClock
 
 KEY = "k" * 40
@@ -263,3 +266,32 @@ async def test_a_fresh_code_works_once_and_its_replay_revokes_the_token(
 def test_a_client_is_never_shown_with_its_secret() -> None:
     client = Client("a", "A", ("https://a.example/cb",), client_secret="s" * 20)
     assert "s" * 20 not in repr(client) and "s" * 20 not in str(client)
+
+
+@pytest.mark.anyio
+async def test_replicas_share_keys_and_codes_over_redis(clock: FakeClock) -> None:
+    namespace = f"tobira-oidc-test-{secrets.token_hex(4)}"
+    stores = [open_store(REDIS_URL, clock=clock, namespace=namespace) for _ in range(2)]
+    one, two = (provider(Ledger(store), clock) for store in stores)
+    try:
+        assert await one.keys.public_jwks() == await two.keys.public_jwks()
+        code = await issue(one, clock)
+        first, second = await asyncio.gather(
+            one.exchange({**FORM, "code": code}, AUTH),
+            two.exchange({**FORM, "code": code}, AUTH),
+            return_exceptions=True,
+        )
+        outcomes = sorted(type(outcome).__name__ for outcome in (first, second))
+        assert outcomes == ["InvalidGrant", "dict"]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_made_up_code_leaves_nothing_in_the_store(ledger: Ledger, clock: FakeClock) -> None:
+    oidc = provider(ledger, clock)
+    made_up = secrets.token_urlsafe(32)
+    with pytest.raises(InvalidGrant, match="unknown or expired"):
+        await oidc.exchange({**FORM, "code": made_up}, AUTH)
+    assert not await ledger.store.exists(f"oidc-code:{digest(made_up)}:used")

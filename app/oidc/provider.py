@@ -296,7 +296,6 @@ class Provider:
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
-            "require_request_uri_registration": True,
         }
 
     # --- authorize ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from app import ratelimit
 from app.account import current_session, end_session, revoke
 from app.errors import InvalidRequest, OAuthError, TemporarilyUnavailable, TobiraError
 from app.notices import SignOut
@@ -101,6 +102,10 @@ async def authorize(request: Request, services: ServicesDep) -> Response:
     decision = await provider.decide(checked, session_account(session))
     if decision.location is not None:
         return RedirectResponse(decision.location, status_code=303, headers=NO_STORE)
+    try:  # a request kept for its page is state a stranger causes: counted per client, like sign-ins
+        await ratelimit.limit(services, request, "authorize", services.settings.login_rate_limit)
+    except TobiraError as error:
+        return error_response(request, error)
     await provider.keep_request(checked)
     # The page has an address of its own: a reload or a language switch finds the same request again.
     return RedirectResponse(f"/oidc/authorize/page?authorization={checked.id}", status_code=303)
@@ -204,6 +209,19 @@ async def authorize_cancel(
         return error_response(request, error)
     location = await provider.decline(checked)
     return RedirectResponse(location, status_code=303, headers=NO_STORE)
+
+
+@router.options("/oidc/token")
+@router.options("/oidc/userinfo")
+async def preflight() -> Response:
+    """CORS preflight for browser apps (public clients): no cookies are involved, any origin may ask."""
+    headers = {
+        **PUBLIC,
+        "Access-Control-Allow-Methods": "GET, POST",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+    }
+    return Response(status_code=204, headers=headers)
 
 
 @router.post("/oidc/token")
