@@ -223,3 +223,39 @@ def test_logout_through_mod_auth_openidc_ends_the_tobira_session(
         assert session.status == 401
     finally:
         context.close()
+
+
+def test_continue_as_and_withdrawing_consent_in_chromium(
+    chromium: Chromium, apache: Apache, tobira: TobiraProcess, standin: RunningStandin
+) -> None:
+    """The page's "Continue as" form ends in a redirect to the app's origin: the page's own
+    Content-Security-Policy must allow that form target, as Chromium enforces it on the redirect."""
+    context = chromium.new_context()
+    page = context.new_page()
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security" in message.text else None,
+    )
+    try:
+        page.goto(apache.url + "/protected/index.shtml")
+        page.get_by_label("Your Misskey server").fill(f"{STANDIN_HOST}:{standin.port}")
+        page.get_by_role("button", name="Continue to your server").click()
+        page.get_by_role("button", name="@alice").click()
+        page.get_by_role("button", name="Accept").click()
+        page.wait_for_url(apache.url + "/protected/index.shtml")
+
+        page.goto(tobira.url + "/")
+        page.get_by_role("button", name="Withdraw").click()
+        page.wait_for_url(tobira.url + "/")
+        assert "Team pages" not in page.content()
+
+        context.clear_cookies(name="mod_auth_openidc_session")
+        page.goto(apache.url + "/protected/index.shtml")
+        page.wait_for_url(tobira.url + "/oidc/authorize/page**")  # asked again: the agreement was withdrawn
+        page.get_by_role("button", name="Continue as @alice@").click()
+        page.wait_for_url(apache.url + "/protected/index.shtml")
+        assert page.locator("#user").inner_text().startswith("alice@")
+        assert violations == []
+    finally:
+        context.close()
