@@ -162,14 +162,20 @@ def _problems(settings: Settings) -> list[str]:
         problems.append("TOBIRA_APP_NAME must be at most 128 characters (Misskey refuses longer names)")
     if settings.app_icon and len(settings.app_icon) > 512:
         problems.append("TOBIRA_APP_ICON must be at most 512 characters (Misskey refuses longer URLs)")
-    if settings.oidc_clients is not None:
-        from app.oidc.clients import ClientsFileError, load_clients  # the clients file needs this module
+    return problems + _check_oidc_clients(settings)
 
-        try:
-            load_clients(settings.oidc_clients)
-        except ClientsFileError as exc:
-            problems += [f"TOBIRA_OIDC_CLIENTS: {problem}" for problem in exc.problems]
-    return problems
+
+def _check_oidc_clients(settings: Settings) -> list[str]:
+    """Every problem of the OpenID clients file, when there is one."""
+    if settings.oidc_clients is None:
+        return []
+    from app.oidc.clients import ClientsFileError, load_clients  # the clients file needs this module
+
+    try:
+        load_clients(settings.oidc_clients)
+    except ClientsFileError as exc:
+        return [f"TOBIRA_OIDC_CLIENTS: {problem}" for problem in exc.problems]
+    return []
 
 
 def _with_dev_keys(settings: Settings) -> Settings:

@@ -135,11 +135,11 @@ class SignInFlow:
             "version": info.software_version or info.version,
             "name": info.name,
         }
-        shown = (
+        named = (
             {} if app is None else {"name": app.name, "icon": app.icon, "permissions": list(app.permissions)}
         )
         pending = self._cookies.new_pending(
-            instance, start.session, return_to, method.name, server, oidc=oidc, app=shown
+            instance, start.session, return_to, method.name, server, oidc=oidc, app=named
         )
         log.info("sign-in started with %s (%s)", instance.host, method.name)
         return pending, start.location
