@@ -346,7 +346,7 @@ def test_the_page_lets_its_form_go_back_to_the_app_only(browser: Browser, tobira
 def test_the_page_names_the_app_in_every_language(browser: Browser, tobira: TobiraProcess) -> None:
     answer = authorize(browser, client_id="wiki", redirect_uri=WIKI_CB2, response_type="code", scope="openid")
     expected = {
-        "ja": "Team wiki にサインイン",
+        "ja": "Team wiki にログイン",
         "fr": "Se connecter à Team wiki",
         "ko": "Team wiki에 로그인",
         "zh-Hant": "登入 Team wiki",
@@ -357,3 +357,17 @@ def test_the_page_names_the_app_in_every_language(browser: Browser, tobira: Tobi
         assert title in page.text, tag
     link = urlsplit(answer.headers["location"])
     assert f'href="{link.path}?{link.query}&amp;lang=ja"' in page.text
+
+
+def test_the_apps_ui_locales_choose_the_pages_language(browser: Browser, tobira: TobiraProcess) -> None:
+    answer = authorize(
+        browser,
+        client_id="wiki",
+        redirect_uri=WIKI_CB2,
+        response_type="code",
+        scope="openid",
+        ui_locales="de fr-CA ja",
+    )
+    assert answer.headers["location"].endswith("&lang=fr")
+    page = browser.client.get(tobira.url + answer.headers["location"])
+    assert "Se connecter à Team wiki" in page.text

@@ -4,6 +4,7 @@
     keys.py      the signing keys: made by tobira, kept encrypted in the store, rotated, published
     claims.py    what tobira says about a Misskey account (`sub`, `preferred_username`, …)
     provider.py  the authorization request, codes, the token endpoint, userinfo and logout: the protocol
+    handoff.py   where a person's sign-in (or tobira session) becomes the account an app is told about
 
 Protocol code: no web framework. The routes (`app.routes.oidc`) translate HTTP to these calls and back.
 """

@@ -70,11 +70,6 @@ class Client:
     def confidential(self) -> bool:
         return self.client_secret is not None or self.client_secret_hash is not None
 
-    @property
-    def auth_method(self) -> str:
-        """How the client authenticates at the token endpoint (basic or post for a secret, none without)."""
-        return "client_secret_basic" if self.confidential else "none"
-
     def secret_matches(self, secret: str) -> bool:
         """True when `secret` is this client's secret; always False for a public client."""
         if self.client_secret is not None:

@@ -23,7 +23,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
@@ -146,7 +146,6 @@ class Grant:
     auth_time: float
     claims: dict[str, Any]
     misskey_token: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def challenge_of(verifier: str) -> str:
@@ -359,7 +358,9 @@ class Provider:
     async def request(self, request_id: str) -> AuthorizationRequest | None:
         if not request_id or len(request_id) > 64:
             return None
-        return AuthorizationRequest.from_bytes(await self._ledger.authorization_request(request_id))
+        found = AuthorizationRequest.from_bytes(await self._ledger.authorization_request(request_id))
+        # A client removed from the clients file since (tobira restarted) can no longer be answered.
+        return found if found is not None and found.client_id in self.clients else None
 
     def client(self, request: AuthorizationRequest) -> Client:
         return self.clients[request.client_id]

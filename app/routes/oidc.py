@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from app import ratelimit
+from app import i18n, ratelimit
 from app.account import current_session, end_session, revoke
 from app.errors import InvalidRequest, OAuthError, TemporarilyUnavailable, TobiraError
 from app.notices import SignOut
@@ -108,7 +108,15 @@ async def authorize(request: Request, services: ServicesDep) -> Response:
         return error_response(request, error)
     await provider.keep_request(checked)
     # The page has an address of its own: a reload or a language switch finds the same request again.
-    return RedirectResponse(f"/oidc/authorize/page?authorization={checked.id}", status_code=303)
+    page = f"/oidc/authorize/page?authorization={checked.id}"
+    lang = page_language(params)
+    return RedirectResponse(page + (f"&lang={lang}" if lang else ""), status_code=303)
+
+
+def page_language(params: dict[str, str]) -> str | None:
+    """The first of the app's `ui_locales` (or a `lang`) that tobira speaks, for its page."""
+    wanted = [params.get("lang", ""), *params.get("ui_locales", "").split()]
+    return next((tag for tag in map(i18n.match_language, wanted) if tag), None)
 
 
 @router.get("/oidc/authorize/page")
