@@ -18,6 +18,7 @@ without bound:
     oidc-grant:{sha256(code)}       the access token issued for that code, to revoke on a replay (1 hour)
     oidc-token:{sha256(token)}      an access token's userinfo claims, sealed (1 hour)
     oidc-consent:{sub}              the apps an account agreed to sign in to (a year after the last one)
+    oidc-client-failed:{address}:{client_id}  a failed client authentication (1 second)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ CODE_SECONDS = 60.0  # OpenID Connect: an authorization code lives at most this 
 CODE_USED_SECONDS = 600.0
 ACCESS_TOKEN_SECONDS = 3600
 CONSENT_SECONDS = 365 * 24 * 3600
+CLIENT_FAILURE_SECONDS = 1.0
 
 
 def digest(secret: str) -> str:
@@ -151,6 +153,12 @@ class Ledger:
             )
         else:
             await self.store.delete(f"oidc-consent:{sub}")
+
+    async def note_client_failure(self, client: str) -> None:
+        await self.store.claim(f"oidc-client-failed:{client}", CLIENT_FAILURE_SECONDS)
+
+    async def client_failed_recently(self, client: str) -> bool:
+        return await self.store.exists(f"oidc-client-failed:{client}")
 
     async def ping(self) -> None:
         await self.store.ping()

@@ -14,10 +14,11 @@ import pytest
 
 from app.cli import main
 from app.config import ConfigError, load_settings
-from app.errors import InvalidGrant
+from app.errors import InvalidClient, InvalidGrant
 from app.ledger import CODE_SECONDS, Ledger, digest
+from app.oidc import clients as clients_module
 from app.oidc.claims import account_claims, subject
-from app.oidc.clients import Client, ClientsFileError, parse_clients
+from app.oidc.clients import Client, ClientsFileError, hash_secret, parse_clients
 from app.oidc.keys import ANNOUNCE, CACHE_SECONDS, KEEP_AFTER, SIGNING_PERIOD, KeyRing
 from app.oidc.provider import Account, Provider
 from app.store import open_store
@@ -295,3 +296,41 @@ async def test_a_made_up_code_leaves_nothing_in_the_store(ledger: Ledger, clock:
     with pytest.raises(InvalidGrant, match="unknown or expired"):
         await oidc.exchange({**FORM, "code": made_up}, AUTH)
     assert not await ledger.store.exists(f"oidc-code:{digest(made_up)}:used")
+
+
+@pytest.mark.anyio
+async def test_a_wrong_hashed_secret_makes_that_client_wait_a_second(
+    ledger: Ledger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "a-client-secret-of-some-length"
+    entry = (
+        f'[[clients]]\nclient_id = "h"\nclient_name = "H"\nredirect_uris = ["https://h.example/cb"]\n'
+        f'client_secret_hash = "{hash_secret(secret)}"'
+    )
+    keys = KeyRing(ledger, [KEY], clock)
+    oidc = Provider(
+        "https://t.example", parse_clients(entry), ledger=ledger, keys=keys, secret_keys=[KEY], clock=clock
+    )
+    form = {"client_id": "h"}
+    with pytest.raises(InvalidClient, match="authentication failed"):
+        await oidc.authenticate({**form, "client_secret": secret + "x"}, None, "192.0.2.1")
+    with pytest.raises(InvalidClient, match="just now"):  # not even the right one, for a second
+        await oidc.authenticate({**form, "client_secret": secret}, None, "192.0.2.1")
+    assert (await oidc.authenticate({**form, "client_secret": secret}, None, "192.0.2.2")).client_id == "h"
+    clock.now += 1.5
+    calls: list[tuple[str, str]] = []
+    real = clients_module._hasher
+
+    class Counting:
+        def verify(self, secret_hash: str, given: str) -> bool:
+            calls.append((secret_hash, given))
+            return real.verify(secret_hash, given)
+
+    monkeypatch.setattr(clients_module, "_hasher", Counting())
+    for _ in range(3):
+        client = await oidc.authenticate({**form, "client_secret": secret}, None, "192.0.2.1")
+        assert client.client_id == "h"
+    assert calls == []  # argon2 ran once for this secret, on its first success
+    with pytest.raises(InvalidClient):
+        await oidc.authenticate({**form, "client_secret": "another-secret-of-some-length"}, None, "192.0.2.1")
+    assert len(calls) == 1  # a secret never seen is checked by argon2

@@ -7,6 +7,7 @@ problem, so an operator fixes it in one go. Client secrets may be written as the
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import tomllib
@@ -75,10 +76,7 @@ class Client:
         if self.client_secret is not None:
             return hmac.compare_digest(self.client_secret.encode(), secret.encode())
         if self.client_secret_hash is not None:
-            try:
-                return _hasher.verify(self.client_secret_hash, secret)
-            except (VerificationError, InvalidHashError):
-                return False
+            return _verified(self.client_secret_hash, secret)
         return False
 
     def allows_instance(self, host: str) -> bool:
@@ -87,6 +85,25 @@ class Client:
     def origin_of(self, uri: str) -> str:
         parts = urlsplit(uri)
         return f"{parts.scheme}://{parts.netloc}"
+
+
+_VERIFIED: dict[tuple[str, bytes], bool] = {}  # (hash, sha256 of a secret that matched): argon2 runs once
+VERIFIED_ENTRIES = 256
+
+
+def _verified(secret_hash: str, secret: str) -> bool:
+    """argon2's verdict on `secret`; a secret that matched once is recognised again without argon2's cost."""
+    key = (secret_hash, hashlib.sha256(secret.encode()).digest())
+    if key in _VERIFIED:
+        return True
+    try:
+        matched = _hasher.verify(secret_hash, secret)
+    except (VerificationError, InvalidHashError):
+        return False
+    if len(_VERIFIED) >= VERIFIED_ENTRIES:
+        _VERIFIED.clear()
+    _VERIFIED[key] = matched
+    return matched
 
 
 def hash_secret(secret: str) -> str:

@@ -437,8 +437,13 @@ class Provider:
 
     # --- token -------------------------------------------------------------------------------------------
 
-    def authenticate(self, form: Mapping[str, str], authorization: str | None) -> Client:
-        """The client a token request comes from (RFC 6749 2.3). Raises InvalidClient, InvalidRequest."""
+    async def authenticate(
+        self, form: Mapping[str, str], authorization: str | None, address: str = ""
+    ) -> Client:
+        """The client a token request comes from (RFC 6749 2.3). Raises InvalidClient, InvalidRequest.
+
+        A hashed secret costs argon2's time and memory to check: after a wrong one, the same client from the
+        same address (`address`, as rate limits key it) waits a second before another is checked."""
         basic_id: str | None = None
         basic_secret: str | None = None
         if authorization is not None:
@@ -453,15 +458,21 @@ class Provider:
             raise InvalidClient("unknown client")
         secret = basic_secret if basic_secret is not None else form.get("client_secret")
         if client.confidential:
+            throttle = f"{address}:{client.client_id}"
+            if client.client_secret_hash is not None and await self._ledger.client_failed_recently(throttle):
+                raise InvalidClient("a client authentication failed just now: try again in a second")
             if secret is None or not client.secret_matches(secret):
+                await self._ledger.note_client_failure(throttle)
                 raise InvalidClient("client authentication failed")
         elif secret is not None:
             raise InvalidClient("this client has no secret")
         return client
 
-    async def exchange(self, form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
-        """The token endpoint's answer. Raises the OAuthError subclasses."""
-        client = self.authenticate(form, authorization)
+    async def exchange(
+        self, form: Mapping[str, str], authorization: str | None, address: str = ""
+    ) -> dict[str, Any]:
+        """The token endpoint's answer (`address`: who asks, see `authenticate`). Raises OAuthError."""
+        client = await self.authenticate(form, authorization, address)
         if form.get("grant_type") != "authorization_code":
             raise UnsupportedGrantType("only authorization_code is supported")
         code = form.get("code")

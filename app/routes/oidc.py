@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app import i18n, ratelimit
 from app.account import current_session, end_session, revoke
+from app.clients import client_key
 from app.errors import InvalidRequest, OAuthError, TemporarilyUnavailable, TobiraError
 from app.notices import SignOut
 from app.oidc.claims import subject
@@ -235,13 +236,16 @@ async def preflight() -> Response:
 @router.post("/oidc/token")
 async def token(request: Request, services: ServicesDep) -> Response:
     provider = provider_of(services)
+    address = client_key(
+        request.client.host if request.client else None, services.settings.rate_limit_ipv6_prefix
+    )
     try:
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             raise InvalidRequest("the body must be application/x-www-form-urlencoded")
         form, repeated = single((k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str))
         if repeated:
             raise InvalidRequest(f"repeated parameter: {', '.join(repeated)}")
-        answer = await provider.exchange(form, request.headers.get("authorization"))
+        answer = await provider.exchange(form, request.headers.get("authorization"), address)
     except OAuthError as error:
         log.info("token request refused: %s (%s)", error.error, error.description)
         return oauth_error(error)
