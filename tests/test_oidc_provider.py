@@ -334,3 +334,12 @@ async def test_a_wrong_hashed_secret_makes_that_client_wait_a_second(
     with pytest.raises(InvalidClient):
         await oidc.authenticate({**form, "client_secret": "another-secret-of-some-length"}, None, "192.0.2.1")
     assert len(calls) == 1  # a secret never seen is checked by argon2
+
+
+def test_a_wrong_secret_stays_wrong_when_asked_again() -> None:
+    hashed = hash_secret("the-right-secret-0123")
+    client = Client("a", "A", ("https://a.example/cb",), client_secret_hash=hashed)
+    for _ in range(3):
+        assert not client.secret_matches("the-wrong-secret-0123")
+    assert client.secret_matches("the-right-secret-0123") and client.secret_matches("the-right-secret-0123")
+    assert not client.secret_matches("the-wrong-secret-0123")

@@ -87,7 +87,7 @@ class Client:
         return f"{parts.scheme}://{parts.netloc}"
 
 
-_VERIFIED: dict[tuple[str, bytes], bool] = {}  # (hash, sha256 of a secret that matched): argon2 runs once
+_VERIFIED: set[tuple[str, bytes]] = set()  # (hash, sha256 of a secret that matched): argon2 runs once
 VERIFIED_ENTRIES = 256
 
 
@@ -97,13 +97,14 @@ def _verified(secret_hash: str, secret: str) -> bool:
     if key in _VERIFIED:
         return True
     try:
-        matched = _hasher.verify(secret_hash, secret)
+        if not _hasher.verify(secret_hash, secret):  # argon2-cffi raises on a mismatch; never trust less
+            return False
     except (VerificationError, InvalidHashError):
         return False
     if len(_VERIFIED) >= VERIFIED_ENTRIES:
         _VERIFIED.clear()
-    _VERIFIED[key] = matched
-    return matched
+    _VERIFIED.add(key)  # only secrets that matched are remembered
+    return True
 
 
 def hash_secret(secret: str) -> str:
