@@ -371,3 +371,20 @@ def test_the_apps_ui_locales_choose_the_pages_language(browser: Browser, tobira:
     assert answer.headers["location"].endswith("&lang=fr")
     page = browser.client.get(tobira.url + answer.headers["location"])
     assert "Se connecter à Team wiki" in page.text
+
+
+def test_authorize_takes_a_form_post_too(browser: Browser, tobira: TobiraProcess) -> None:
+    form = {
+        "client_id": "wiki",
+        "redirect_uri": WIKI_CB2,
+        "response_type": "code",
+        "scope": "openid",
+        "state": "p",
+    }
+    answer = browser.client.post(
+        tobira.url + "/oidc/authorize", data=form, headers={"Origin": "http://127.0.0.1:9"}
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/oidc/authorize/page?authorization=")
+    bad = browser.client.post(tobira.url + "/oidc/authorize", data={**form, "response_type": "token"})
+    assert query(bad.headers["location"])["error"] == "unsupported_response_type"
