@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=30, ge=0)
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
+    oidc_clients: Path | None = None
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
 
     _split_lists = field_validator(
@@ -97,6 +98,11 @@ class Settings(BaseSettings):
         """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
         parts = urlsplit(self.public_url)
         return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+    @property
+    def issuer(self) -> str:
+        """The OpenID provider's issuer identifier: tobira's public URL, without a trailing slash."""
+        return self.public_origin + urlsplit(self.public_url).path.rstrip("/")
 
     @property
     def is_production(self) -> bool:
@@ -202,6 +208,19 @@ def _check_app_identity(settings: Settings) -> list[str]:
     return problems
 
 
+def _check_oidc_clients(settings: Settings) -> list[str]:
+    """Every problem of the OpenID clients file, when there is one."""
+    if settings.oidc_clients is None:
+        return []
+    from app.oidc.clients import ClientsFileError, load_clients  # the clients file needs this module
+
+    try:
+        load_clients(settings.oidc_clients)
+    except ClientsFileError as exc:
+        return [f"TOBIRA_OIDC_CLIENTS: {problem}" for problem in exc.problems]
+    return []
+
+
 def _check_resolution(settings: Settings) -> list[str]:
     if settings.resolve_per_client > settings.resolve_max:
         return ["TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX"]
@@ -218,6 +237,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_proxy_endpoints,
     _check_app_identity,
     _check_resolution,
+    _check_oidc_clients,
 )
 
 
