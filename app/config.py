@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=30, ge=0)
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
+    oidc_clients: Path | None = None
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
     cookie_domain: str | None = None
     access_rules: Path | None = None
@@ -117,6 +118,11 @@ class Settings(BaseSettings):
     @property
     def public_host(self) -> str:
         return (urlsplit(self.public_url).hostname or "").lower()
+
+    @property
+    def issuer(self) -> str:
+        """The OpenID provider's issuer identifier: tobira's public URL, without a trailing slash."""
+        return self.public_origin + urlsplit(self.public_url).path.rstrip("/")
 
     @property
     def is_production(self) -> bool:
@@ -222,6 +228,19 @@ def _check_app_identity(settings: Settings) -> list[str]:
     return problems
 
 
+def _check_oidc_clients(settings: Settings) -> list[str]:
+    """Every problem of the OpenID clients file, when there is one."""
+    if settings.oidc_clients is None:
+        return []
+    from app.oidc.clients import ClientsFileError, load_clients  # the clients file needs this module
+
+    try:
+        load_clients(settings.oidc_clients)
+    except ClientsFileError as exc:
+        return [f"TOBIRA_OIDC_CLIENTS: {problem}" for problem in exc.problems]
+    return []
+
+
 def _check_cookie_domain(settings: Settings) -> list[str]:
     """A shared cookie needs https, and a domain the browser lets tobira's own host set it for."""
     domain = settings.cookie_domain
@@ -259,6 +278,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_proxy_endpoints,
     _check_app_identity,
     _check_resolution,
+    _check_oidc_clients,
     _check_cookie_domain,
     _check_access_rules,
 )

@@ -17,7 +17,7 @@ from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
 from app.resolver import CLIENT
-from app.routes import account, pages, signin
+from app.routes import account, oidc, pages, signin
 from app.routes.forward import PATHS as FORWARD_PATHS
 from app.routes.forward import ForwardAuthApp
 from app.routes.proxy import ProxyApp
@@ -55,7 +55,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router):
+    for router in (pages.router, signin.router, account.router, oidc.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production

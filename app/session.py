@@ -57,6 +57,10 @@ class PendingSignIn:
     method: str
     expires_at: float
     server: dict[str, Any] = field(default_factory=dict)  # what discovery said, for the session to show
+    oidc: str = ""  # the OpenID authorization request this sign-in answers (its id), if any
+    app: dict[str, Any] = field(
+        default_factory=dict
+    )  # the app named on the server's consent page, if not tobira
 
     @property
     def instance(self) -> Instance:
@@ -202,6 +206,9 @@ class SessionCookies:
         return_to: str,
         method: str,
         server: dict[str, Any] | None = None,
+        *,
+        oidc: str = "",
+        app: dict[str, Any] | None = None,
     ) -> PendingSignIn:
         return PendingSignIn(
             session=session,
@@ -212,6 +219,8 @@ class SessionCookies:
             method=method,
             expires_at=self.clock() + PENDING_TTL,
             server=server or {},
+            oidc=oidc,
+            app=app or {},
         )
 
     def read_pending(self, value: str | None) -> list[PendingSignIn]:

@@ -33,7 +33,7 @@ JSON_PREFIXES = ("/api/", "/session", "/lookup")
 # JSON routes that serve tobira's own pages: their error messages are in the page's language.
 PAGE_JSON_PREFIXES = ("/lookup",)
 # Query parameters a language switch link keeps: none of them starts anything or carries a secret.
-KEPT_PARAMETERS = ("return_to", "rd")
+KEPT_PARAMETERS = ("return_to", "rd", "authorization")  # an OpenID request waiting on its page
 
 log = logging.getLogger("tobira")
 
@@ -273,25 +273,32 @@ EMBEDDABLE_HEADERS = [
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
+def content_security_policy(instance_sources: str, form_targets: str = "", own_origin: str = "") -> str:
+    """The pages' Content-Security-Policy. Instances' icons and avatars are shown, and the sign-in form's 303
+    goes to an instance: browsers apply form-action to that redirect too (and to an OpenID page's redirect
+    to the app, named in `form_targets`). `own_origin` (tobira's) is for pages a reverse proxy shows on
+    another site's origin, which load tobira's assets from there."""
+    own = f" {own_origin}" if own_origin else ""
+    return "; ".join(
+        [
+            f"default-src 'self'{own}",
+            f"img-src 'self'{own} data: {instance_sources}",
+            f"form-action 'self' {instance_sources} {form_targets}".rstrip(),
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ]
+    )
+
+
 class SecurityHeaders:
     """Adds the headers every answer carries; pages also get a strict Content-Security-Policy."""
 
     def __init__(self, app: ASGIApp, *, instance_sources: str, hsts: bool, own_origin: str = "") -> None:
         """`own_origin`: tobira's, for pages a proxy shows on another origin (they load its assets)."""
         self.app = app
-        own = f" {own_origin}" if own_origin else ""
-        # Instances' icons and avatars are shown, and the sign-in form's 303 goes to an instance:
-        # browsers apply form-action to that redirect too.
-        csp = "; ".join(
-            [
-                f"default-src 'self'{own}",
-                f"img-src 'self'{own} data: {instance_sources}",
-                f"form-action 'self' {instance_sources}",
-                "frame-ancestors 'none'",
-                "base-uri 'none'",
-                "object-src 'none'",
-            ]
-        )
+        self.instance_sources = instance_sources
+        csp = content_security_policy(instance_sources, own_origin=own_origin)
         self.headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
@@ -307,7 +314,13 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), *self.headers]
+                own = list(message.get("headers", ()))
+                # A page with a policy of its own (an OpenID page naming the app's origin) keeps it.
+                mine = any(name.lower() == b"content-security-policy" for name, _ in own)
+                headers = [
+                    *own,
+                    *(h for h in self.headers if not (mine and h[0] == b"content-security-policy")),
+                ]
                 if not any(name == b"referrer-policy" for name, _ in headers):
                     headers.append(DEFAULT_REFERRER_POLICY)
                 if scope["path"] in EMBEDDABLE_PATHS:

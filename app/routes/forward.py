@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.account import current_session
-from app.errors import AccessDenied, SignedOut
+from app.errors import SignedOut, SiteNotAllowed
 from app.forward import Verdict, Visit, decide, identity_headers, sign_in_url, visit
 from app.forwarded import trusted_peer
 from app.services import Services
@@ -98,7 +98,7 @@ def refusal(
     signin = sign_in_url(settings.public_origin, visited.return_to(settings.cookie_domain))
     if verdict is Verdict.SIGNED_OUT and redirect:
         return RedirectResponse(signin, status_code=302, headers=NO_STORE)
-    error = SignedOut() if verdict is Verdict.SIGNED_OUT else AccessDenied()
+    error = SignedOut() if verdict is Verdict.SIGNED_OUT else SiteNotAllowed()
     # Caddy and Traefik show this page on the app's own origin: its assets and links name tobira's.
     page = {"sign_in_url": signin, "asset_base": settings.public_origin, "languages": []}
     response = error_response(request, error, **page)

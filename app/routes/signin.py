@@ -7,6 +7,7 @@ the browser's encrypted cookie, a finished sign-in becomes tobira's session (`ap
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -17,12 +18,13 @@ from app import ratelimit, recent
 from app.account import begin_session, current_session
 from app.csrf import started_here
 from app.errors import InstanceError, NoInstanceTyped, TobiraError
+from app.oidc.handoff import answer_sign_in
 from app.redirects import safe_return_to
 from app.services import Services
 from app.session import PENDING_TTL, PendingSignIn
 from app.signin import oauth2
 from app.signin.flow import CLIENT_PATH
-from app.signin.methods import Method
+from app.signin.methods import Identity, Method
 from app.web import ServicesDep, delete_cookie, error_response, render_page, require_same_origin, set_cookie
 
 router = APIRouter()
@@ -138,11 +140,26 @@ async def finish(
         again = {"instance_text": match.host, "return_to": match.return_to}
         response = error_response(request, error, sign_in_again=isinstance(error, InstanceError), **again)
         return callback_answer(keep_pending(response, services, rest))
-    value = await begin_session(services, identity, await current_session(services, request.cookies))
-    response = RedirectResponse(match.return_to, status_code=303)
-    set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
+    try:
+        location, value = await destination(services, match, identity, request.cookies)
+    except TobiraError as error:
+        return callback_answer(keep_pending(error_response(request, error), services, rest))
+    response = RedirectResponse(location, status_code=303)
+    if value is not None:
+        set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
     remember_server(request, response, services, match)
     return callback_answer(keep_pending(response, services, rest))
+
+
+async def destination(
+    services: Services, match: PendingSignIn, identity: Identity, cookies: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """What a finished sign-in becomes: (where the browser goes, the new session cookie's value or None).
+    tobira's own session, back to `return_to`; or, for an app's OpenID request, a code for the app."""
+    previous = await current_session(services, cookies)
+    if match.oidc:
+        return await answer_sign_in(services, match, identity, previous)
+    return match.return_to, await begin_session(services, identity, previous)
 
 
 def callback_answer(response: Response) -> Response:
