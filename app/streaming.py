@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.account import current_session
 from app.csrf import is_same_origin
-from app.errors import InstanceTimeout, RateLimited
+from app.errors import InstanceTimeout, RateLimited, StoreUnavailable
 from app.guard import USER_AGENT
 
 if TYPE_CHECKING:
@@ -90,7 +90,10 @@ async def _admit(services: Services, connection: HTTPConnection) -> tuple[Sessio
         return 403
     if not services.settings.permissions:  # identity-only: the token may not stream either
         return 403
-    session = await current_session(services, connection.cookies)
+    try:
+        session = await current_session(services, connection.cookies)
+    except StoreUnavailable:
+        return 503
     if session is None:
         return 401
     try:
@@ -129,7 +132,12 @@ async def _open_upstream(services: Services, session: Session) -> ClientConnecti
 
 
 async def _ended_elsewhere(services: Services, session: Session) -> bool:
-    return await services.ledger.session_ended(session.sid)
+    """Whether another replica ended the session; while the store does not answer, not known: asked again
+    at the next look (a sign-out on this process closes the stream at once anyway)."""
+    try:
+        return await services.ledger.session_ended(session.sid)
+    except StoreUnavailable:
+        return False
 
 
 def _reason(exc: BaseException) -> str:
