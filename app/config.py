@@ -6,17 +6,18 @@ raised together as one `ConfigError`, so an operator fixes a deployment in one g
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.endpoints import validate_patterns
@@ -80,6 +81,13 @@ class Settings(BaseSettings):
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+    log_format: Literal["text", "json"] = "text"
+    metrics_token: SecretStr | None = None
+    # uvicorn's own variable, read here too: tobira applies the proxy headers itself (`app.requestids`).
+    forwarded_allow_ips: CommaList = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+    )
 
     _split_lists = field_validator(
         "secret_keys",
@@ -89,6 +97,7 @@ class Settings(BaseSettings):
         "dev_instances",
         "auth_methods",
         "proxy_endpoints",
+        "forwarded_allow_ips",
         mode="before",
     )(_split)
 
@@ -208,6 +217,18 @@ def _check_resolution(settings: Settings) -> list[str]:
     return []
 
 
+def _check_forwarded_allow_ips(settings: Settings) -> list[str]:
+    problems = []
+    for entry in settings.forwarded_allow_ips:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network or *")
+    return problems
+
+
 CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_public_url,
     _check_secret_keys,
@@ -218,6 +239,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_proxy_endpoints,
     _check_app_identity,
     _check_resolution,
+    _check_forwarded_allow_ips,
 )
 
 

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.clients import client_key
 from app.config import Settings, load_settings
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
+from app.requestids import RequestIds
 from app.resolver import CLIENT
 from app.routes import account, pages, signin
 from app.routes.proxy import ProxyApp
@@ -31,7 +33,7 @@ def create_app(
 ) -> FastAPI:
     """Build tobira; with no settings they are read from the environment. `resolver`/`clock` are for tests."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +65,10 @@ def create_app(
     app.streaming = ResolvingFor(
         StreamingApp(lambda: app.state.services), ipv6_prefix=settings.rate_limit_ipv6_prefix
     )
+    # Outermost, before anything else runs: see app.requestids for why the proxy headers are applied here.
+    trusted = settings.forwarded_allow_ips
+    forwarded = ProxyHeadersMiddleware(app.dispatch, trusted_hosts=trusted)  # type: ignore[arg-type]
+    app.entry = RequestIds(forwarded, trusted=trusted)  # type: ignore[arg-type]
     return app
 
 
@@ -87,12 +93,17 @@ class ResolvingFor:
 
 
 class Tobira(FastAPI):
-    """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path."""
+    """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path. Every
+    request first passes `entry` (request ids, proxy headers), then `dispatch`."""
 
     proxy: ASGIApp
     streaming: ASGIApp
+    entry: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.entry(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             await self.proxy(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == "/streaming":
