@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
     log_format: Literal["text", "json"] = "text"
     metrics_token: SecretStr | None = None
+    # prometheus-client's own variable (it reads it too): where worker processes keep their metrics.
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+    )
     # uvicorn's own variable, read here too: tobira applies the proxy headers itself (`app.requestids`).
     forwarded_allow_ips: CommaList = Field(
         default_factory=lambda: ["127.0.0.1"],

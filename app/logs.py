@@ -92,8 +92,8 @@ def _redacting_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., 
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, request_id, and the exception
-    or stack when there is one. Every text is redacted once more as it is written."""
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, request_id, pid (which worker),
+    and the exception or stack when there is one. Every text is redacted once more as it is written."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -102,6 +102,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", None),
+            "pid": record.process,
         }
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)

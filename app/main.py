@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from app import metrics
 from app.clients import client_key
 from app.config import Settings, load_settings
 from app.guard import Resolver
@@ -19,6 +20,7 @@ from app.openapi import build_openapi
 from app.requestids import RequestIds
 from app.resolver import CLIENT
 from app.routes import account, pages, signin
+from app.routes import metrics as metrics_route
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
@@ -43,6 +45,7 @@ def create_app(
             yield
         finally:
             await services.aclose()
+            metrics.process_stopped(settings.prometheus_multiproc_dir)
 
     app = Tobira(
         title="tobira",
@@ -54,7 +57,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router):
+    for router in (pages.router, signin.router, account.router, metrics_route.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production

@@ -28,8 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.account import current_session
 from app.csrf import is_same_origin
-from app.errors import InstanceTimeout, RateLimited, StoreUnavailable
+from app.errors import ErrorCode, InstanceTimeout, RateLimited, StoreUnavailable
 from app.guard import USER_AGENT
+from app.metrics import INSTANCE_ERRORS, OPEN_STREAMS
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -73,11 +74,13 @@ class StreamingApp:
             return
         session, upstream = admitted
         ended = services.streams.add(session.sid)
+        OPEN_STREAMS.inc()
         try:
             await send({"type": "websocket.accept"})
             log.info("stream opened to %s", session.host)
             await _Relay(receive, send, upstream).run(ended, lambda: _ended_elsewhere(services, session))
         finally:
+            OPEN_STREAMS.dec()
             services.streams.remove(session.sid, ended)
             await upstream.close()
             log.info("stream to %s closed", session.host)
@@ -99,12 +102,14 @@ async def _admit(services: Services, connection: HTTPConnection) -> tuple[Sessio
     try:
         return session, await _open_upstream(services, session)
     except (InstanceTimeout, TimeoutError):
+        INSTANCE_ERRORS.labels(str(ErrorCode.INSTANCE_TIMEOUT)).inc()
         return 504
     except RateLimited:  # this client has as many names resolving as it may
         return 429
     except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
         # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
         log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
+        INSTANCE_ERRORS.labels(str(ErrorCode.INSTANCE_UNREACHABLE)).inc()
         return 502
 
 
