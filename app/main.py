@@ -24,6 +24,7 @@ from app.routes import metrics as metrics_route
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
+from app.streams import closed_on_stop
 from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders
 
 
@@ -42,7 +43,8 @@ def create_app(
         services = build_services(settings, resolver=resolver, clock=clock)
         app.state.services = services
         try:
-            yield
+            with closed_on_stop(services.streams):
+                yield
         finally:
             await services.aclose()
             metrics.process_stopped(settings.prometheus_multiproc_dir)

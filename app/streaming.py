@@ -68,6 +68,9 @@ class StreamingApp:
         services = self._services()
         if (await receive())["type"] != "websocket.connect":
             return
+        if services.streams.stopping:
+            await _deny(scope, send, 503)
+            return
         admitted = await _admit(services, HTTPConnection(scope))
         if isinstance(admitted, int):
             await _deny(scope, send, admitted)
@@ -78,7 +81,10 @@ class StreamingApp:
         try:
             await send({"type": "websocket.accept"})
             log.info("stream opened to %s", session.host)
-            await _Relay(receive, send, upstream).run(ended, lambda: _ended_elsewhere(services, session))
+            relay = _Relay(receive, send, upstream)
+            await relay.run(
+                ended, lambda: _ended_elsewhere(services, session), lambda: services.streams.stopping
+            )
         finally:
             OPEN_STREAMS.dec()
             services.streams.remove(session.sid, ended)
@@ -173,11 +179,18 @@ class _Relay:
         self._upstream = upstream
         self._last_frame = time.monotonic()
 
-    async def run(self, ended: asyncio.Event, ended_elsewhere: Callable[[], Awaitable[bool]]) -> None:
+    async def run(
+        self,
+        ended: asyncio.Event,
+        ended_elsewhere: Callable[[], Awaitable[bool]],
+        stopping: Callable[[], bool],
+    ) -> None:
+        """Relay until the end; `ended` is set when the session ends or, `stopping()` then true, the server
+        stops (both sides then hear 1001)."""
         tasks = [
             asyncio.create_task(self._from_browser()),
             asyncio.create_task(self._from_instance()),
-            asyncio.create_task(self._watch(ended, ended_elsewhere)),
+            asyncio.create_task(self._watch(ended, ended_elsewhere, stopping)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -217,9 +230,12 @@ class _Relay:
         return sendable(self._upstream.close_code, BAD_GATEWAY), None
 
     async def _watch(
-        self, ended: asyncio.Event, ended_elsewhere: Callable[[], Awaitable[bool]]
+        self,
+        ended: asyncio.Event,
+        ended_elsewhere: Callable[[], Awaitable[bool]],
+        stopping: Callable[[], bool],
     ) -> tuple[int | None, int | None]:
-        """Wakes for the sign-out event, the idle deadline and the periodic look at the store."""
+        """Wakes for the sign-out (or stop) event, the idle deadline and the periodic look at the store."""
         next_check = time.monotonic() + ENDED_CHECK_SECONDS
         while True:
             now = time.monotonic()
@@ -235,4 +251,4 @@ class _Relay:
                     await ended.wait()
             except TimeoutError:
                 continue
-            return SIGNED_OUT, 1000
+            return (GOING_AWAY, GOING_AWAY) if stopping() else (SIGNED_OUT, 1000)
