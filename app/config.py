@@ -221,6 +221,15 @@ def _check_resolution(settings: Settings) -> list[str]:
     return []
 
 
+def _check_prometheus_multiproc_dir(settings: Settings) -> list[str]:
+    folder = settings.prometheus_multiproc_dir
+    if folder is not None and not folder.is_dir():
+        return [
+            f"PROMETHEUS_MULTIPROC_DIR: {str(folder)!r} is not a folder (create it, empty, before starting)"
+        ]
+    return []
+
+
 def _check_forwarded_allow_ips(settings: Settings) -> list[str]:
     problems = []
     for entry in settings.forwarded_allow_ips:
@@ -244,6 +253,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_app_identity,
     _check_resolution,
     _check_forwarded_allow_ips,
+    _check_prometheus_multiproc_dir,
 )
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from app.errors import StoreUnavailable
-from app.metrics import STORE_ERRORS
+from app.metrics import METRICS
 from app.session import PENDING_TTL as SIGN_IN_SECONDS  # a sign-in under way: its cookie, claim, record
 from app.store import Store
 
@@ -47,7 +47,7 @@ class Ledger:
             yield
         except self.store.errors as exc:
             log.warning("the store does not answer: %s", type(exc).__name__)
-            STORE_ERRORS.inc()
+            METRICS.store_errors.inc()
             raise StoreUnavailable() from None
 
     async def end_session(self, sid: str, ttl: float) -> None:

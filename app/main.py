@@ -37,6 +37,7 @@ def create_app(
     """Build tobira; with no settings they are read from the environment. `resolver`/`clock` are for tests."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    metrics.METRICS.make_all()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from functools import cached_property
 from pathlib import Path
 
 from prometheus_client import (
@@ -39,21 +40,58 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Proxied calls are mostly a few milliseconds on top of the instance's own time, which can reach 15 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15)
 
-SIGN_INS = Counter(
-    "tobira_sign_ins", "Sign-ins finished at a callback, by method and outcome", ["method", "outcome"]
-)
-PROXY_REQUESTS = Counter(
-    "tobira_proxy_requests", "Proxied API calls by the status class answered", ["status"]
-)
-PROXY_DURATION = Histogram(
-    "tobira_proxy_duration_seconds", "A proxied API call, received to answered", buckets=LATENCY_BUCKETS
-)
-INSTANCE_DURATION = Histogram(
-    "tobira_instance_duration_seconds", "The instance's part of a proxied call", buckets=LATENCY_BUCKETS
-)
-INSTANCE_ERRORS = Counter("tobira_instance_errors", "Instances failing tobira, by error code", ["kind"])
-OPEN_STREAMS = Gauge("tobira_open_streams", "WebSocket streams open now", multiprocess_mode="livesum")
-STORE_ERRORS = Counter("tobira_store_errors", "Store operations that failed")
+
+class Metrics:
+    """tobira's metrics, each made on first use: prometheus-client opens its file in the multiprocess folder
+    as a metric is made, so making them at import would fail before the configuration could say what is wrong.
+    `create_app` makes them all (`make_all`) once the configuration is checked, so every series is there from
+    the first scrape."""
+
+    @cached_property
+    def sign_ins(self) -> Counter:
+        return Counter(
+            "tobira_sign_ins", "Sign-ins finished at a callback, by method and outcome", ["method", "outcome"]
+        )
+
+    @cached_property
+    def proxy_requests(self) -> Counter:
+        return Counter("tobira_proxy_requests", "Proxied API calls by the status class answered", ["status"])
+
+    @cached_property
+    def proxy_duration(self) -> Histogram:
+        return Histogram(
+            "tobira_proxy_duration_seconds",
+            "A proxied API call, received to answered",
+            buckets=LATENCY_BUCKETS,
+        )
+
+    @cached_property
+    def instance_duration(self) -> Histogram:
+        return Histogram(
+            "tobira_instance_duration_seconds",
+            "The instance's part of a proxied call",
+            buckets=LATENCY_BUCKETS,
+        )
+
+    @cached_property
+    def instance_errors(self) -> Counter:
+        return Counter("tobira_instance_errors", "Instances failing tobira, by error code", ["kind"])
+
+    @cached_property
+    def open_streams(self) -> Gauge:
+        return Gauge("tobira_open_streams", "WebSocket streams open now", multiprocess_mode="livesum")
+
+    @cached_property
+    def store_errors(self) -> Counter:
+        return Counter("tobira_store_errors", "Store operations that failed")
+
+    def make_all(self) -> None:
+        for name in dir(type(self)):
+            if isinstance(getattr(type(self), name), cached_property):
+                getattr(self, name)
+
+
+METRICS = Metrics()
 
 
 def status_class(status: int) -> str:

@@ -30,7 +30,7 @@ from app.account import current_session
 from app.csrf import is_same_origin
 from app.errors import ErrorCode, InstanceTimeout, RateLimited, StoreUnavailable
 from app.guard import USER_AGENT
-from app.metrics import INSTANCE_ERRORS, OPEN_STREAMS
+from app.metrics import METRICS
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -77,7 +77,7 @@ class StreamingApp:
             return
         session, upstream = admitted
         ended = services.streams.add(session.sid)
-        OPEN_STREAMS.inc()
+        METRICS.open_streams.inc()
         try:
             await send({"type": "websocket.accept"})
             log.info("stream opened to %s", session.host)
@@ -86,7 +86,7 @@ class StreamingApp:
                 ended, lambda: _ended_elsewhere(services, session), lambda: services.streams.stopping
             )
         finally:
-            OPEN_STREAMS.dec()
+            METRICS.open_streams.dec()
             services.streams.remove(session.sid, ended)
             await upstream.close()
             log.info("stream to %s closed", session.host)
@@ -108,14 +108,14 @@ async def _admit(services: Services, connection: HTTPConnection) -> tuple[Sessio
     try:
         return session, await _open_upstream(services, session)
     except (InstanceTimeout, TimeoutError):
-        INSTANCE_ERRORS.labels(str(ErrorCode.INSTANCE_TIMEOUT)).inc()
+        METRICS.instance_errors.labels(str(ErrorCode.INSTANCE_TIMEOUT)).inc()
         return 504
     except RateLimited:  # this client has as many names resolving as it may
         return 429
     except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
         # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
         log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
-        INSTANCE_ERRORS.labels(str(ErrorCode.INSTANCE_UNREACHABLE)).inc()
+        METRICS.instance_errors.labels(str(ErrorCode.INSTANCE_UNREACHABLE)).inc()
         return 502
 
 

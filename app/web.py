@@ -32,7 +32,7 @@ from app.errors import (
     RateLimited,
     TobiraError,
 )
-from app.metrics import INSTANCE_ERRORS
+from app.metrics import METRICS
 from app.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def error_response(request: Request, error: TobiraError, **context: Any) -> Resp
     The page shows the error's code beside the message, so that a person asking for help can quote it.
     """
     if isinstance(error, InstanceError):
-        INSTANCE_ERRORS.labels(str(error.code)).inc()
+        METRICS.instance_errors.labels(str(error.code)).inc()
     path = request.url.path
     if path.startswith(PAGE_JSON_PREFIXES):
         return page_error_json(request, error)

@@ -33,7 +33,7 @@ from app.errors import (
     SignedOut,
     UnsupportedMediaType,
 )
-from app.metrics import INSTANCE_DURATION, PROXY_DURATION, PROXY_REQUESTS, status_class
+from app.metrics import METRICS, status_class
 from app.services import Services
 from app.web import error_json, exception_response
 
@@ -134,7 +134,7 @@ async def proxy(request: Request, services: Services) -> Response:
         headers, body = await upload_body(request, session.token, settings.max_upload_bytes)
     else:
         headers, body = JSON_HEADERS, await json_body(request, session.token, settings.max_body_bytes)
-    with INSTANCE_DURATION.time():
+    with METRICS.instance_duration.time():
         answer = await services.guard.request(
             "POST", session.instance.url(f"/api/{endpoint}"), headers=headers, body=body
         )
@@ -205,5 +205,5 @@ class ProxyApp:
         except Exception as exc:
             response = exception_response(request, exc)
         await response(scope, receive, send)
-        PROXY_REQUESTS.labels(status_class(response.status_code)).inc()
-        PROXY_DURATION.observe(time.perf_counter() - started)
+        METRICS.proxy_requests.labels(status_class(response.status_code)).inc()
+        METRICS.proxy_duration.observe(time.perf_counter() - started)

@@ -17,7 +17,7 @@ from app import ratelimit, recent
 from app.account import begin_session, current_session
 from app.csrf import started_here
 from app.errors import InstanceError, NoInstanceTyped, TobiraError
-from app.metrics import SIGN_INS
+from app.metrics import METRICS
 from app.redirects import safe_return_to
 from app.services import Services
 from app.session import PENDING_TTL, PendingSignIn
@@ -122,19 +122,19 @@ async def finish(
     try:
         match = services.signin.match(method, params, pending)
     except TobiraError as error:
-        SIGN_INS.labels(str(method), str(error.code)).inc()
+        METRICS.sign_ins.labels(str(method), str(error.code)).inc()
         return callback_answer(error_response(request, error))
     rest = [item for item in pending if item is not match]
     try:
         identity = await services.signin.finish(match, params)
     except TobiraError as error:
-        SIGN_INS.labels(str(method), str(error.code)).inc()
+        METRICS.sign_ins.labels(str(method), str(error.code)).inc()
         # The server failed after the person approved: the page asks them to sign in again.
         again = {"instance_text": match.host, "return_to": match.return_to}
         response = error_response(request, error, sign_in_again=isinstance(error, InstanceError), **again)
         return callback_answer(keep_pending(response, services, rest))
     value = await begin_session(services, identity, await current_session(services, request.cookies))
-    SIGN_INS.labels(str(method), "success").inc()
+    METRICS.sign_ins.labels(str(method), "success").inc()
     response = RedirectResponse(match.return_to, status_code=303)
     set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
     remember_server(request, response, services, match)
