@@ -64,6 +64,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # --no-access-log: uvicorn's access log writes every request's URL, and /callback's query carries the
 # MiAuth session id, which (until it is used) is the one-time ticket to the user's token. tobira's own
 # log never contains secrets; request logging belongs to it, not to uvicorn.
-# --proxy-headers: X-Forwarded-For/-Proto are believed only from the addresses in
-# FORWARDED_ALLOW_IPS (uvicorn's default: 127.0.0.1); set it to your reverse proxy's address.
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-access-log"]
+# --no-proxy-headers: tobira itself believes X-Forwarded-* only from the addresses in FORWARDED_ALLOW_IPS
+# (default: 127.0.0.1; set it to your reverse proxy's address), and forward authentication must know which
+# address actually connected, which uvicorn's own handling would overwrite.
+CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--no-access-log"]

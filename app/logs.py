@@ -29,10 +29,10 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("tobira_request_id", default=Non
 # The loggers uvicorn configures with handlers of its own.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Names whose values are secrets wherever they appear: MiAuth and legacy tokens, OAuth codes and states,
-# app secrets, the API key `i`.
+# app secrets, the API key `i`; OpenID ID tokens offered back as hints and the Misskey tokens apps receive.
 _REDACTED_NAMES = (
     r"i|session|token|code|state|code_verifier|access_token|accesstoken|refresh_token|id_token"
-    r"|appsecret|secret|client_secret"
+    r"|appsecret|secret|client_secret|id_token_hint|misskey_access_token"
 )
 SECRET_QUERY = re.compile(rf"([?&;](?:{_REDACTED_NAMES})=)[^&#;\s\"'<>]*", re.IGNORECASE)
 SECRET_FIELD = re.compile(rf"""(["'](?:{_REDACTED_NAMES})["']\s*:\s*["'])[^"']*""", re.IGNORECASE)

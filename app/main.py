@@ -9,18 +9,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import metrics
 from app.clients import client_key
 from app.config import Settings, load_settings
+from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
 from app.requestids import RequestIds
 from app.resolver import CLIENT
-from app.routes import account, pages, signin
+from app.routes import account, oidc, pages, signin
 from app.routes import metrics as metrics_route
+from app.routes.forward import PATHS as FORWARD_PATHS
+from app.routes.forward import ForwardAuthApp
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
@@ -60,7 +62,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router, metrics_route.router):
+    for router in (pages.router, signin.router, account.router, oidc.router, metrics_route.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production
@@ -71,10 +73,14 @@ def create_app(
     app.streaming = ResolvingFor(
         StreamingApp(lambda: app.state.services), ipv6_prefix=settings.rate_limit_ipv6_prefix
     )
-    # Outermost, before anything else runs: see app.requestids for why the proxy headers are applied here.
-    trusted = settings.forwarded_allow_ips
-    forwarded = ProxyHeadersMiddleware(app.dispatch, trusted_hosts=trusted)  # type: ignore[arg-type]
-    app.entry = RequestIds(forwarded, trusted=trusted)  # type: ignore[arg-type]
+    app.forward = ForwardAuthApp(
+        lambda: app.state.services,
+        pages=lambda page: SecurityHeaders(
+            page, instance_sources=sources, hsts=hsts, own_origin=settings.public_origin
+        ),
+    )
+    app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
+    app.entry = RequestIds(app.route, peers=app.front)  # outermost: every request has its id
     return app
 
 
@@ -99,15 +105,27 @@ class ResolvingFor:
 
 
 class Tobira(FastAPI):
-    """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path. Every
-    request first passes `entry` (request ids, proxy headers), then `dispatch`."""
+    """FastAPI for the pages; `/api/*` goes straight to the proxy and `/auth/request`, `/auth/forward` to
+    forward authentication: tobira's hot paths. Every request first gets its id (`entry`, app.requestids)."""
 
     proxy: ASGIApp
     streaming: ASGIApp
+    forward: ASGIApp
+    front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
     entry: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.entry(scope, receive, send)
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
+            # Asked before every request to a protected app: it needs whether the proxy is trusted, not
+            # the client's address, so it skips the rewriting.
+            self.front.note_peer(scope)
+            scope["app"] = self  # its refusals are pages, rendered as FastAPI's routes render them
+            await self.forward(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):

@@ -110,31 +110,26 @@ def test_the_operations_settings_are_read_and_checked(
 ) -> None:
     monkeypatch.setenv("TOBIRA_LOG_FORMAT", "json")
     monkeypatch.setenv("TOBIRA_METRICS_TOKEN", "t" * 40)
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.2, 192.168.0.0/16")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     settings = load_settings(data_dir=tmp_path, secret_keys=[KEY])
     assert settings.log_format == "json"
     assert settings.metrics_token is not None and settings.metrics_token.get_secret_value() == "t" * 40
     assert "t" * 40 not in repr(settings)
-    assert settings.forwarded_allow_ips == ["10.0.0.2", "192.168.0.0/16"]
     assert settings.prometheus_multiproc_dir == tmp_path
 
     monkeypatch.setenv("TOBIRA_LOG_FORMAT", "xml")
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.2,proxy.example")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
     with pytest.raises(ConfigError) as caught:
         load_settings(data_dir=tmp_path, secret_keys=[KEY])
     assert caught.value.problems == [
         "TOBIRA_LOG_FORMAT: Input should be 'text' or 'json'",
-        "FORWARDED_ALLOW_IPS: 'proxy.example' is not an IP address, a network or *",
         f"PROMETHEUS_MULTIPROC_DIR: '{tmp_path / 'missing'}' is not a folder "
         "(create it, empty, before starting)",
     ]
 
 
-def test_without_settings_there_are_no_metrics_and_only_loopback_proxies(tmp_path: Path) -> None:
+def test_without_settings_there_are_no_metrics_and_text_logs(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, secret_keys=[KEY])
     assert settings.metrics_token is None
     assert settings.log_format == "text"
-    assert settings.forwarded_allow_ips == ["127.0.0.1"]
     assert settings.prometheus_multiproc_dir is None

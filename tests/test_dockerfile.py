@@ -106,7 +106,7 @@ def test_serves_the_factory_without_access_log() -> None:
     commands = [arguments for keyword, arguments in final_stage_instructions() if keyword == "CMD"]
     assert commands == [
         '["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000",'
-        ' "--proxy-headers", "--no-access-log"]'
+        ' "--no-proxy-headers", "--no-access-log"]'
     ]
 
 
