@@ -27,6 +27,7 @@ from app.hosts import parse_instance
 from app.main import create_app
 from app.standin import RunningStandin
 from tests.conftest import Browser, free_port, start_tobira
+from tests.oidc_support import SECRET, clients_file
 
 ORIGIN = "http://127.0.0.1:8000"
 DEAD_INSTANCE = "http://127.0.0.1:9"  # nothing listens: the revocation at sign-out fails at once
@@ -148,6 +149,7 @@ def test_redis_stopped_answers_503_and_recovers_when_it_is_back(
         TOBIRA_STORE_URL=f"redis://127.0.0.1:{redis_port}/0",
         TOBIRA_DEV_INSTANCES=standin.url,
         TOBIRA_PERMISSIONS="read:account",
+        TOBIRA_OIDC_CLIENTS=str(clients_file(tmp_path, "http://127.0.0.1:9")),
     )
     try:
         with httpx.Client(timeout=20) as client:
@@ -168,6 +170,20 @@ def test_redis_stopped_answers_503_and_recovers_when_it_is_back(
             assert page.status_code == 503
             assert "STORE_UNAVAILABLE" in page.text
             assert browser.session().status_code == 503
+            # The OpenID endpoints apps call answer in OAuth's own shape.
+            token = httpx.post(
+                tobira.url + "/oidc/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": "x",
+                    "redirect_uri": "http://127.0.0.1:9/cb?x=1",
+                },
+                auth=("wiki", SECRET),
+            )
+            bearer = {"Authorization": "Bearer " + "x" * 43}
+            userinfo = httpx.get(tobira.url + "/oidc/userinfo", headers=bearer)
+            for answer in (token, userinfo):
+                assert (answer.status_code, answer.json()["error"]) == (503, "temporarily_unavailable")
             assert time.monotonic() - started < 5  # refused at once, not after a timeout
 
             start_redis(redis_port, tmp_path)
