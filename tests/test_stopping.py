@@ -4,6 +4,7 @@ slowly (one byte at a time) and an open stream."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ def served(tmp_path: Path, standin: RunningStandin) -> Iterator[TobiraProcess]:
         "TOBIRA_LOGIN_RATE_LIMIT": "0",
         "TOBIRA_DEV_INSTANCES": standin.url,
         "TOBIRA_PERMISSIONS": "read:account",
+        "TOBIRA_LOG_FORMAT": "json",
     }
     log_path = tmp_path / "tobira.log"
     with log_path.open("wb") as log:
@@ -112,9 +114,12 @@ def test_sigterm_finishes_requests_and_closes_streams_with_1001(
     served.process.wait(timeout=10)
     assert time.monotonic() - stopped_at < 5
     assert served.process.returncode in (0, -signal.SIGTERM)
-    log = served.log()
-    assert "Application shutdown complete." in log
-    assert "Cancel" not in log
+    # `tobira serve` with JSON logs: every line but its own greeting is one JSON object.
+    lines = served.log().splitlines()
+    assert lines[0].startswith("tobira: listening on")
+    messages = [json.loads(line)["message"] for line in lines[1:]]
+    assert "Application shutdown complete." in messages
+    assert not any(message.startswith("Cancel") for message in messages)
 
 
 def test_requests_longer_than_10_seconds_are_cut_off(served: TobiraProcess, standin: RunningStandin) -> None:
