@@ -157,6 +157,9 @@ def test_redis_stopped_answers_503_and_recovers_when_it_is_back(
             browser.sign_in()
             assert browser.api("i").status_code == 200
             cookie = client.cookies["tobira"]
+            other = Browser(tobira.url, standin, httpx.Client(timeout=20))
+            approved = other.approve(other.start().headers["location"])  # its callback comes in the outage
+            checks = standin.state.route_hits["api/miauth/check"]
 
             stop_redis(redis_port)
             started = time.monotonic()
@@ -170,6 +173,9 @@ def test_redis_stopped_answers_503_and_recovers_when_it_is_back(
             assert page.status_code == 503
             assert "STORE_UNAVAILABLE" in page.text
             assert browser.session().status_code == 503
+            finished = other.callback(approved)
+            assert (finished.status_code, "STORE_UNAVAILABLE" in finished.text) == (503, True)
+            assert standin.state.route_hits["api/miauth/check"] == checks  # its one-shot check not spent
             # The OpenID endpoints apps call answer in OAuth's own shape.
             token = httpx.post(
                 tobira.url + "/oidc/token",
@@ -192,6 +198,9 @@ def test_redis_stopped_answers_503_and_recovers_when_it_is_back(
             assert browser.post_form("/logout", {}).status_code == 303
             client.cookies.set("tobira", cookie)
             assert browser.session().status_code == 401
+            other.sign_in()  # the sign-in cut by the outage is simply started again
+            assert other.session().json()["user"]["username"] == "alice"
+            other.client.close()
         log = tobira.log()
         assert "the store does not answer: ConnectionError" in log
         assert "Traceback" not in log
