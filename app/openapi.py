@@ -164,7 +164,7 @@ def forward_operation(summary: str, operation_id: str, responses: dict[str, Any]
             "summary": summary,
             "description": description,
             "operationId": operation_id,
-            "responses": {**responses, **html(500)},
+            "responses": {**responses, **html(500, 503)},
         }
     }
 

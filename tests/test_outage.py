@@ -173,6 +173,9 @@ def test_redis_stopped_answers_503_and_recovers_when_it_is_back(
             assert page.status_code == 503
             assert "STORE_UNAVAILABLE" in page.text
             assert browser.session().status_code == 503
+            visit = {"X-Forwarded-Host": "app.example", "X-Forwarded-Uri": "/", "X-Forwarded-Proto": "https"}
+            forward = client.get(tobira.url + "/auth/request", headers=visit)  # nginx auth_request
+            assert (forward.status_code, "STORE_UNAVAILABLE" in forward.text) == (503, True)
             finished = other.callback(approved)
             assert (finished.status_code, "STORE_UNAVAILABLE" in finished.text) == (503, True)
             assert standin.state.route_hits["api/miauth/check"] == checks  # its one-shot check not spent
