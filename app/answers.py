@@ -63,6 +63,6 @@ class SessionAnswer(Answer):
 
 
 class Health(Answer):
-    """`GET /healthz`."""
+    """`GET /healthz` and `GET /readyz`: `ok`, or (readiness) `store unavailable`."""
 
     status: str

@@ -23,6 +23,7 @@ from app.config import ConfigError, Settings, load_settings
 from app.main import create_app
 
 DEFAULT_HOST = "127.0.0.1"
+GRACEFUL_SECONDS = 10  # on SIGTERM, requests under way get this long to finish (SPEC: "up to 10 s")
 
 
 def port_number(text: str) -> int:
@@ -72,7 +73,14 @@ def settings_or_exit() -> Settings:
 def run(sock: socket.socket, settings: Settings) -> None:
     """Run tobira on an already listening socket."""
     # tobira believes X-Forwarded-* itself (app.forwarded): uvicorn must leave the client address alone.
-    config = uvicorn.Config(create_app(settings), proxy_headers=False, access_log=False, log_level="info")
+    config = uvicorn.Config(
+        create_app(settings),
+        proxy_headers=False,
+        access_log=False,
+        log_level="info",
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

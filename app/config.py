@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     discovery_cache_seconds: int = Field(default=600, ge=0)
     oidc_clients: Path | None = None
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+    log_format: Literal["text", "json"] = "text"
+    metrics_token: SecretStr | None = None
+    # prometheus-client's own variable (it reads it too): where worker processes keep their metrics.
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+    )
     cookie_domain: str | None = None
     access_rules: Path | None = None
     # The reverse proxies whose X-Forwarded-* headers are believed: uvicorn's own variable, read by tobira
@@ -268,6 +274,15 @@ def _check_resolution(settings: Settings) -> list[str]:
     return []
 
 
+def _check_prometheus_multiproc_dir(settings: Settings) -> list[str]:
+    folder = settings.prometheus_multiproc_dir
+    if folder is not None and not folder.is_dir():
+        return [
+            f"PROMETHEUS_MULTIPROC_DIR: {str(folder)!r} is not a folder (create it, empty, before starting)"
+        ]
+    return []
+
+
 CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_public_url,
     _check_secret_keys,
@@ -281,6 +296,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_oidc_clients,
     _check_cookie_domain,
     _check_access_rules,
+    _check_prometheus_multiproc_dir,
 )
 
 

@@ -24,6 +24,7 @@
     ├── PayloadTooLarge             413  request body over its limit
     ├── UnsupportedMediaType        415  wrong Content-Type for the route
     ├── RateLimited                 429  carries retry_after seconds
+    ├── StoreUnavailable            503  tobira's own store (SQLite, Redis) does not answer
     └── InstanceError               502  the instance (or the path to it) failed us (a group)
         ├── InstanceNotFound        400  the name does not resolve
         ├── AddressForbidden        400  it resolves to a non-public address (or a port/scheme we never use)
@@ -101,6 +102,7 @@ class ErrorCode(enum.StrEnum):
     OIDC_UNREGISTERED_REDIRECT = enum.auto()
     OIDC_INVALID_LOGOUT = enum.auto()
     ACCESS_DENIED = enum.auto()
+    STORE_UNAVAILABLE = enum.auto()
 
     @property
     def id(self) -> str:
@@ -253,6 +255,15 @@ class RateLimited(TobiraError):
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         self.retry_after = max(1, retry_after)
         super().__init__(message)
+
+
+class StoreUnavailable(TobiraError):
+    """tobira's store failed (`sqlite3.Error`, `redis.RedisError`): nothing that needs it can go on now, and
+    nothing was half done; it works again by itself when the store is back."""
+
+    status = 503
+    code = ErrorCode.STORE_UNAVAILABLE
+    default_message = N_("tobira cannot reach its storage right now. Please try again in a moment.")
 
 
 class InstanceError(TobiraError):

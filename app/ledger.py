@@ -19,14 +19,23 @@ without bound:
     oidc-token:{sha256(token)}      an access token's userinfo claims, sealed (1 hour)
     oidc-consent:{sub}              the apps an account agreed to sign in to (a year after the last one)
     oidc-client-failed:{address}:{client_id}  a failed client authentication (1 second)
+
+A store that fails (`sqlite3.Error`, `redis.RedisError`: the store's own `errors`) becomes `StoreUnavailable`
+here, the one place every read and write passes: its type alone is logged (a Redis error may quote the URL
+and its password) and counted. Nothing is retried: the person's next request tries again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 
+from app.errors import StoreUnavailable
+from app.metrics import METRICS
 from app.session import PENDING_TTL as SIGN_IN_SECONDS  # a sign-in under way: its cookie, claim, record
 from app.store import Store
 
@@ -48,120 +57,161 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+log = logging.getLogger("tobira")
+
+
 class Ledger:
     """tobira's state, by meaning, over one store (SQLite or Redis: see `app.store`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Turn the store's own failures into `StoreUnavailable`."""
+        try:
+            yield
+        except getattr(self.store, "errors", ()) as exc:
+            log.warning("the store does not answer: %s", type(exc).__name__)
+            METRICS.store_errors.inc()
+            raise StoreUnavailable() from None
+
     async def end_session(self, sid: str, ttl: float) -> None:
         """Remember session `sid` as ended for `ttl` seconds (until it would have expired)."""
-        await self.store.claim(f"ended:{sid}", max(1.0, ttl))
+        with self._answering():
+            await self.store.claim(f"ended:{sid}", max(1.0, ttl))
 
     async def session_ended(self, sid: str) -> bool:
-        return await self.store.exists(f"ended:{sid}")
+        with self._answering():
+            return await self.store.exists(f"ended:{sid}")
 
     async def claim_check(self, origin: str, session: str) -> bool:
         """True for the one caller that may call this sign-in's one-shot check, False for any other."""
-        return await self.store.claim(f"check:{origin}:{session}", SIGN_IN_SECONDS)
+        with self._answering():
+            return await self.store.claim(f"check:{origin}:{session}", SIGN_IN_SECONDS)
 
     async def count(self, action: str, client: str, window: int, window_seconds: int) -> int:
         """One more `action` by `client` in fixed window number `window`; the count so far."""
-        return await self.store.incr(f"rate:{action}:{client}:{window}", window_seconds)
+        with self._answering():
+            return await self.store.incr(f"rate:{action}:{client}:{window}", window_seconds)
 
     async def keep_oauth2_sign_in(self, state: str, record: bytes) -> None:
-        await self.store.put(f"oauth2:{state}", record, SIGN_IN_SECONDS)
+        with self._answering():
+            await self.store.put(f"oauth2:{state}", record, SIGN_IN_SECONDS)
 
     async def take_oauth2_sign_in(self, state: str) -> bytes | None:
         """The record kept under `state`, removed as it is read: a state is used once."""
         key = f"oauth2:{state}"
-        record = await self.store.get(key)
-        await self.store.delete(key)
+        with self._answering():
+            record = await self.store.get(key)
+            await self.store.delete(key)
         return record
 
     async def app_secret(self, app: str) -> str | None:
         """The secret of legacy app `app`, its lifetime renewed: only apps nobody uses expire."""
         key = f"legacy-app:{app}"
-        stored = await self.store.get(key)
-        if stored is not None:
-            await self.store.put(key, stored, APP_SECRET_SECONDS)
+        with self._answering():
+            stored = await self.store.get(key)
+            if stored is not None:
+                await self.store.put(key, stored, APP_SECRET_SECONDS)
         return None if stored is None else stored.decode()
 
     async def keep_app_secret(self, app: str, secret: str) -> None:
-        await self.store.put(f"legacy-app:{app}", secret.encode(), APP_SECRET_SECONDS)
+        with self._answering():
+            await self.store.put(f"legacy-app:{app}", secret.encode(), APP_SECRET_SECONDS)
 
     async def claim_app_registration(self, app: str) -> bool:
         """True for the one sign-in that may register legacy app `app` now."""
-        return await self.store.claim(f"legacy-app:{app}:registering", REGISTERING_SECONDS)
+        with self._answering():
+            return await self.store.claim(f"legacy-app:{app}:registering", REGISTERING_SECONDS)
 
     async def signing_keys(self) -> bytes | None:
-        return await self.store.get("oidc-keys")
+        with self._answering():
+            return await self.store.get("oidc-keys")
 
     async def keep_signing_keys(self, sealed: str) -> None:
-        await self.store.put("oidc-keys", sealed.encode(), SIGNING_KEYS_SECONDS)
+        with self._answering():
+            await self.store.put("oidc-keys", sealed.encode(), SIGNING_KEYS_SECONDS)
 
     async def claim_signing_keys_making(self) -> bool:
         """True for the one replica that may make or rotate the signing keys now."""
-        return await self.store.claim("oidc-keys:making", MAKING_KEYS_SECONDS)
+        with self._answering():
+            return await self.store.claim("oidc-keys:making", MAKING_KEYS_SECONDS)
 
     async def keep_authorization_request(self, request_id: str, record: bytes) -> None:
-        await self.store.put(f"oidc-request:{request_id}", record, SIGN_IN_SECONDS)
+        with self._answering():
+            await self.store.put(f"oidc-request:{request_id}", record, SIGN_IN_SECONDS)
 
     async def authorization_request(self, request_id: str) -> bytes | None:
-        return await self.store.get(f"oidc-request:{request_id}")
+        with self._answering():
+            return await self.store.get(f"oidc-request:{request_id}")
 
     async def drop_authorization_request(self, request_id: str) -> None:
-        await self.store.delete(f"oidc-request:{request_id}")
+        with self._answering():
+            await self.store.delete(f"oidc-request:{request_id}")
 
     async def keep_code(self, code: str, sealed: str) -> None:
-        await self.store.put(f"oidc-code:{digest(code)}", sealed.encode(), CODE_SECONDS)
+        with self._answering():
+            await self.store.put(f"oidc-code:{digest(code)}", sealed.encode(), CODE_SECONDS)
 
     async def redeem_code(self, code: str) -> tuple[bytes | None, bool]:
         """(the grant kept under `code`, whether this is its first redemption): the grant is removed as it
         is read, and a second redemption, on any replica, is recognised as one."""
-        name = f"oidc-code:{digest(code)}"
-        record = await self.store.get(name)
-        if record is None:  # unknown, expired or redeemed: only a redemption is remembered (no writes here)
-            return None, not await self.store.exists(name + ":used")
-        if not await self.store.claim(name + ":used", CODE_USED_SECONDS):
-            return None, False  # another request, on any replica, redeemed it just now
-        await self.store.delete(name)
-        return record, True
+        with self._answering():
+            name = f"oidc-code:{digest(code)}"
+            record = await self.store.get(name)
+            if (
+                record is None
+            ):  # unknown, expired or redeemed: only a redemption is remembered (no writes here)
+                return None, not await self.store.exists(name + ":used")
+            if not await self.store.claim(name + ":used", CODE_USED_SECONDS):
+                return None, False  # another request, on any replica, redeemed it just now
+            await self.store.delete(name)
+            return record, True
 
     async def keep_access_token(self, token: str, sealed: str, code: str) -> None:
-        await self.store.put(f"oidc-token:{digest(token)}", sealed.encode(), ACCESS_TOKEN_SECONDS)
-        await self.store.put(f"oidc-grant:{digest(code)}", digest(token).encode(), ACCESS_TOKEN_SECONDS)
+        with self._answering():
+            await self.store.put(f"oidc-token:{digest(token)}", sealed.encode(), ACCESS_TOKEN_SECONDS)
+            await self.store.put(f"oidc-grant:{digest(code)}", digest(token).encode(), ACCESS_TOKEN_SECONDS)
 
     async def access_token(self, token: str) -> bytes | None:
-        return await self.store.get(f"oidc-token:{digest(token)}")
+        with self._answering():
+            return await self.store.get(f"oidc-token:{digest(token)}")
 
     async def revoke_code_grant(self, code: str) -> None:
         """A code was replayed: the access token issued for it is revoked (RFC 6749 section 4.1.2)."""
-        issued = await self.store.get(f"oidc-grant:{digest(code)}")
-        if issued is not None:
-            await self.store.delete(f"oidc-token:{issued.decode()}")
+        with self._answering():
+            issued = await self.store.get(f"oidc-grant:{digest(code)}")
+            if issued is not None:
+                await self.store.delete(f"oidc-token:{issued.decode()}")
 
     async def consents(self, sub: str) -> list[str]:
-        stored = await self.store.get(f"oidc-consent:{sub}")
-        items = orjson.loads(stored) if stored else []
-        return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
+        with self._answering():
+            stored = await self.store.get(f"oidc-consent:{sub}")
+            items = orjson.loads(stored) if stored else []
+            return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
 
     async def keep_consents(self, sub: str, client_ids: list[str]) -> None:
-        if client_ids:
-            await self.store.put(
-                f"oidc-consent:{sub}", orjson.dumps(sorted(set(client_ids))), CONSENT_SECONDS
-            )
-        else:
-            await self.store.delete(f"oidc-consent:{sub}")
+        with self._answering():
+            if client_ids:
+                await self.store.put(
+                    f"oidc-consent:{sub}", orjson.dumps(sorted(set(client_ids))), CONSENT_SECONDS
+                )
+            else:
+                await self.store.delete(f"oidc-consent:{sub}")
 
     async def note_client_failure(self, client: str) -> None:
-        await self.store.claim(f"oidc-client-failed:{client}", CLIENT_FAILURE_SECONDS)
+        with self._answering():
+            await self.store.claim(f"oidc-client-failed:{client}", CLIENT_FAILURE_SECONDS)
 
     async def client_failed_recently(self, client: str) -> bool:
-        return await self.store.exists(f"oidc-client-failed:{client}")
+        with self._answering():
+            return await self.store.exists(f"oidc-client-failed:{client}")
 
     async def ping(self) -> None:
-        await self.store.ping()
+        """Return if the store answers and can write; `StoreUnavailable` if not."""
+        with self._answering():
+            await self.store.ping()
 
     async def close(self) -> None:
         await self.store.close()

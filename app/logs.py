@@ -7,16 +7,27 @@ secret there), and a library's exception text may quote a URL that holds a token
 through `redact` before any handler sees it: its message with its arguments filled in, its exception text
 and its stack. Redaction replaces the value of secret query parameters, of secret JSON or Python-dict
 fields, of bearer credentials and of tobira's cookies with `[redacted]`.
+
+Each record also carries the id of the request it was made for (`REQUEST_ID`, set by `app.requestids`), and
+with `TOBIRA_LOG_FORMAT=json` every line of the process — tobira's, uvicorn's, any library's — is one JSON
+object with that id, built from the record once redacted (and redacted again as it is written).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 REDACTED = "[redacted]"
+REQUEST_ID: ContextVar[str | None] = ContextVar("tobira_request_id", default=None)
+"""The id of the request being served (None outside requests), as `app.requestids` sets it."""
+# The loggers uvicorn configures with handlers of its own.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Names whose values are secrets wherever they appear: MiAuth and legacy tokens, OAuth codes and states,
 # app secrets, the API key `i`; OpenID ID tokens offered back as hints and the Misskey tokens apps receive.
 _REDACTED_NAMES = (
@@ -73,21 +84,62 @@ def _redacting_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
         _redact_record(record)
+        record.request_id = REQUEST_ID.get()
         return record
 
     factory.tobira_redacts = True  # type: ignore[attr-defined]
     return factory
 
 
-def configure_logging(level: str) -> None:
-    """Give the `tobira` logger a handler (once) and make every record of the process redacted."""
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, request_id, pid (which worker),
+    and the exception or stack when there is one. Every text is redacted once more as it is written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "request_id": getattr(record, "request_id", None),
+            "pid": record.process,
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = redact(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = redact(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
+
+
+def _own_handler(logger: logging.Logger) -> logging.Handler:
+    """The stderr handler tobira gave `logger`, added the first time."""
+    for handler in logger.handlers:
+        if getattr(handler, "tobira_own", False):
+            return handler
+    handler = logging.StreamHandler()
+    handler.tobira_own = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    return handler
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Give the `tobira` logger a handler (once), make every record of the process redacted, and with
+    `log_format` "json" write every logger's lines (uvicorn's, and the root's for the rest) as JSON."""
     logger = logging.getLogger("tobira")
     logger.setLevel(level.upper())
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+    formatter = JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    _own_handler(logger).setFormatter(formatter)
+    logger.propagate = False
+    if log_format == "json":
+        _own_handler(logging.getLogger()).setFormatter(formatter)
+        for name in UVICORN_LOGGERS:
+            for handler in logging.getLogger(name).handlers:
+                handler.setFormatter(formatter)
     current = logging.getLogRecordFactory()
     if not getattr(current, "tobira_redacts", False):
         logging.setLogRecordFactory(_redacting_factory(current))

@@ -10,19 +10,23 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import metrics
 from app.clients import client_key
 from app.config import Settings, load_settings
 from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
+from app.requestids import RequestIds
 from app.resolver import CLIENT
 from app.routes import account, oidc, pages, signin
+from app.routes import metrics as metrics_route
 from app.routes.forward import PATHS as FORWARD_PATHS
 from app.routes.forward import ForwardAuthApp
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
+from app.streams import closed_on_stop
 from app.web import EXCEPTION_HANDLERS, STATIC_DIR, SecurityHeaders
 
 
@@ -34,16 +38,19 @@ def create_app(
 ) -> FastAPI:
     """Build tobira; with no settings they are read from the environment. `resolver`/`clock` are for tests."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    metrics.METRICS.make_all()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, resolver=resolver, clock=clock)
         app.state.services = services
         try:
-            yield
+            with closed_on_stop(services.streams):
+                yield
         finally:
             await services.aclose()
+            metrics.process_stopped(settings.prometheus_multiproc_dir)
 
     app = Tobira(
         title="tobira",
@@ -55,7 +62,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router, oidc.router):
+    for router in (pages.router, signin.router, account.router, oidc.router, metrics_route.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production
@@ -73,6 +80,7 @@ def create_app(
         ),
     )
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
+    app.entry = RequestIds(app.route, peers=app.front)  # outermost: every request has its id
     return app
 
 
@@ -98,14 +106,18 @@ class ResolvingFor:
 
 class Tobira(FastAPI):
     """FastAPI for the pages; `/api/*` goes straight to the proxy and `/auth/request`, `/auth/forward` to
-    forward authentication: tobira's hot paths."""
+    forward authentication: tobira's hot paths. Every request first gets its id (`entry`, app.requestids)."""
 
     proxy: ASGIApp
     streaming: ASGIApp
     forward: ASGIApp
     front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
+    entry: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.entry(scope, receive, send)
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
             # Asked before every request to a protected app: it needs whether the proxy is trusted, not
             # the client's address, so it skips the rewriting.

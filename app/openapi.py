@@ -58,6 +58,7 @@ REASONS = {
     415: "Wrong content type",
     429: "Rate limited",
     500: "tobira failed",
+    503: "tobira's store does not answer",
     502: "The instance answered something unusable",
     504: "The instance was too slow",
 }
@@ -93,17 +94,18 @@ FORWARD_SIGN_IN = {"302": {"description": REASONS[302]}}
 
 # The statuses each route answers, by path and method.
 RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
-    ("/", "get"): {**PAGE_ERRORS, **html(200)},
+    ("/", "get"): {**PAGE_ERRORS, **html(200, 503)},
     ("/healthz", "get"): answers("application/json", ref(Health), 200),
+    ("/readyz", "get"): answers("application/json", ref(Health), 200, 503),
     ("/session", "get"): {
         **answers("application/json", ref(SessionAnswer), 200),
-        **json_errors(400, 401, 404, 405, 500),
+        **json_errors(400, 401, 404, 405, 500, 503),
     },
-    ("/login", "get"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
-    ("/login", "post"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 504), **REDIRECT},
-    ("/callback", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
-    ("/callback/legacy", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
-    ("/callback/oauth2", "get"): {**PAGE_ERRORS, **html(403, 502, 504), **REDIRECT},
+    ("/login", "get"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 503, 504), **REDIRECT},
+    ("/login", "post"): {**PAGE_ERRORS, **html(200, 403, 429, 502, 503, 504), **REDIRECT},
+    ("/callback", "get"): {**PAGE_ERRORS, **html(403, 502, 503, 504), **REDIRECT},
+    ("/callback/legacy", "get"): {**PAGE_ERRORS, **html(403, 502, 503, 504), **REDIRECT},
+    ("/callback/oauth2", "get"): {**PAGE_ERRORS, **html(403, 502, 503, 504), **REDIRECT},
     ("/client", "get"): {
         **PAGE_ERRORS,
         "200": {
@@ -114,13 +116,13 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
             },
         },
     },
-    ("/logout", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
+    ("/logout", "post"): {**PAGE_ERRORS, **html(403, 503), **REDIRECT},
     ("/forget-recent", "post"): {**PAGE_ERRORS, **html(403), **REDIRECT},
     ("/signed-out", "get"): {**PAGE_ERRORS, **html(200)},
     ("/button", "get"): {**PAGE_ERRORS, **html(200)},
     ("/lookup", "get"): {
         **answers("application/json", ref(ServerPreview), 200),
-        **json_errors(400, 403, 404, 405, 429, 500, 502, 504),
+        **json_errors(400, 403, 404, 405, 429, 500, 502, 503, 504),
     },
 }
 PROXY = {
@@ -145,7 +147,7 @@ PROXY = {
         "responses": {
             "200": {"description": "The instance's answer", "content": {"application/json": {}}},
             "204": {"description": REASONS[204]},
-            **json_errors(400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 504),
+            **json_errors(400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 503, 504),
         },
     }
 }
@@ -162,7 +164,7 @@ def forward_operation(summary: str, operation_id: str, responses: dict[str, Any]
             "summary": summary,
             "description": description,
             "operationId": operation_id,
-            "responses": {**responses, **html(500)},
+            "responses": {**responses, **html(500, 503)},
         }
     }
 

@@ -20,6 +20,7 @@ own clock, so there `clock` is not used.
 from __future__ import annotations
 
 import math
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -45,6 +46,9 @@ REDIS_TIMEOUT_S = 5.0
 
 class Store(Protocol):
     """Small keyed state with expiry. Keys are strings; values are bytes; ttls are seconds (> 0)."""
+
+    errors: tuple[type[Exception], ...]
+    """What the backend raises when it is unusable (a file it cannot write, a server that does not answer)."""
 
     async def claim(self, key: str, ttl: float) -> bool:
         """Create `key` for `ttl` seconds if it is absent or expired; True only for the call that created it.
@@ -78,7 +82,7 @@ class Store(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Return if the backend answers; raise (`sqlite3.Error`, `redis.RedisError`) if it is unusable."""
+        """Return if the backend answers and can write; raise one of `errors` if it cannot."""
         ...
 
     async def close(self) -> None:
@@ -157,6 +161,9 @@ _GET = "SELECT CAST(value AS BLOB) FROM kv WHERE key = :key AND (expires_at IS N
 _EXISTS = "SELECT 1 FROM kv WHERE key = :key AND (expires_at IS NULL OR expires_at > :now)"
 _DELETE = "DELETE FROM kv WHERE key = :key"
 _PURGE = "DELETE FROM kv WHERE expires_at <= :now"
+# Readiness writes a new small row, expired already, and removes it: a file that cannot be written, or a disk
+# with no room for one more row, fails it as it would fail a sign-out.
+_PING = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (:key, zeroblob(64), 0)"
 
 
 class SQLiteStore:
@@ -169,6 +176,8 @@ class SQLiteStore:
     at most `BUSY_TIMEOUT_S`, which with writes this small does not happen in practice. Each statement runs in
     autocommit mode, so each is its own atomic transaction.
     """
+
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, path: str, *, clock: Clock = time.time) -> None:
         """Open (creating with mode 0600, and its directory, if needed) the database at `path`."""
@@ -226,7 +235,9 @@ class SQLiteStore:
         self._db.execute(_DELETE, {"key": key})
 
     async def ping(self) -> None:
-        self._db.execute("SELECT 1 FROM kv LIMIT 1").fetchall()
+        key = f"ping:{secrets.token_hex(16)}"
+        self._db.execute(_PING, {"key": key})
+        self._db.execute(_DELETE, {"key": key})
 
     async def close(self) -> None:
         self._db.close()
@@ -260,6 +271,9 @@ class RedisStore:
     """The shared store: Redis, keys under `namespace:`, expiry on the server's clock."""
 
     def __init__(self, client: Redis, *, namespace: str) -> None:
+        from redis import RedisError
+
+        self.errors: tuple[type[Exception], ...] = (RedisError,)
         self._redis = client
         self._prefix = namespace + ":"
         self._incr = client.register_script(_INCR_LUA)

@@ -28,8 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.account import current_session
 from app.csrf import is_same_origin
-from app.errors import InstanceTimeout, RateLimited
+from app.errors import ErrorCode, InstanceTimeout, RateLimited, StoreUnavailable
 from app.guard import USER_AGENT
+from app.metrics import METRICS
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -67,17 +68,25 @@ class StreamingApp:
         services = self._services()
         if (await receive())["type"] != "websocket.connect":
             return
+        if services.streams.stopping:
+            await _deny(scope, send, 503)
+            return
         admitted = await _admit(services, HTTPConnection(scope))
         if isinstance(admitted, int):
             await _deny(scope, send, admitted)
             return
         session, upstream = admitted
         ended = services.streams.add(session.sid)
+        METRICS.open_streams.inc()
         try:
             await send({"type": "websocket.accept"})
             log.info("stream opened to %s", session.host)
-            await _Relay(receive, send, upstream).run(ended, lambda: _ended_elsewhere(services, session))
+            relay = _Relay(receive, send, upstream)
+            await relay.run(
+                ended, lambda: _ended_elsewhere(services, session), lambda: services.streams.stopping
+            )
         finally:
+            METRICS.open_streams.dec()
             services.streams.remove(session.sid, ended)
             await upstream.close()
             log.info("stream to %s closed", session.host)
@@ -90,18 +99,23 @@ async def _admit(services: Services, connection: HTTPConnection) -> tuple[Sessio
         return 403
     if not services.settings.permissions:  # identity-only: the token may not stream either
         return 403
-    session = await current_session(services, connection.cookies)
+    try:
+        session = await current_session(services, connection.cookies)
+    except StoreUnavailable:
+        return 503
     if session is None:
         return 401
     try:
         return session, await _open_upstream(services, session)
     except (InstanceTimeout, TimeoutError):
+        METRICS.instance_errors.labels(str(ErrorCode.INSTANCE_TIMEOUT)).inc()
         return 504
     except RateLimited:  # this client has as many names resolving as it may
         return 429
     except Exception as exc:  # refused, a failed handshake, a redirect websockets will not follow…
         # By type only: websockets quotes the URL, `?i=TOKEN` included, in some of its messages.
         log.info("streaming connection to %s refused: %s", session.host, _reason(exc))
+        METRICS.instance_errors.labels(str(ErrorCode.INSTANCE_UNREACHABLE)).inc()
         return 502
 
 
@@ -129,7 +143,12 @@ async def _open_upstream(services: Services, session: Session) -> ClientConnecti
 
 
 async def _ended_elsewhere(services: Services, session: Session) -> bool:
-    return await services.ledger.session_ended(session.sid)
+    """Whether another replica ended the session; while the store does not answer, not known: asked again
+    at the next look (a sign-out on this process closes the stream at once anyway)."""
+    try:
+        return await services.ledger.session_ended(session.sid)
+    except StoreUnavailable:
+        return False
 
 
 def _reason(exc: BaseException) -> str:
@@ -160,11 +179,18 @@ class _Relay:
         self._upstream = upstream
         self._last_frame = time.monotonic()
 
-    async def run(self, ended: asyncio.Event, ended_elsewhere: Callable[[], Awaitable[bool]]) -> None:
+    async def run(
+        self,
+        ended: asyncio.Event,
+        ended_elsewhere: Callable[[], Awaitable[bool]],
+        stopping: Callable[[], bool],
+    ) -> None:
+        """Relay until the end; `ended` is set when the session ends or, `stopping()` then true, the server
+        stops (both sides then hear 1001)."""
         tasks = [
             asyncio.create_task(self._from_browser()),
             asyncio.create_task(self._from_instance()),
-            asyncio.create_task(self._watch(ended, ended_elsewhere)),
+            asyncio.create_task(self._watch(ended, ended_elsewhere, stopping)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -204,9 +230,12 @@ class _Relay:
         return sendable(self._upstream.close_code, BAD_GATEWAY), None
 
     async def _watch(
-        self, ended: asyncio.Event, ended_elsewhere: Callable[[], Awaitable[bool]]
+        self,
+        ended: asyncio.Event,
+        ended_elsewhere: Callable[[], Awaitable[bool]],
+        stopping: Callable[[], bool],
     ) -> tuple[int | None, int | None]:
-        """Wakes for the sign-out event, the idle deadline and the periodic look at the store."""
+        """Wakes for the sign-out (or stop) event, the idle deadline and the periodic look at the store."""
         next_check = time.monotonic() + ENDED_CHECK_SECONDS
         while True:
             now = time.monotonic()
@@ -222,4 +251,4 @@ class _Relay:
                     await ended.wait()
             except TimeoutError:
                 continue
-            return SIGNED_OUT, 1000
+            return (GOING_AWAY, GOING_AWAY) if stopping() else (SIGNED_OUT, 1000)

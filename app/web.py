@@ -23,7 +23,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import i18n, recent
 from app.csrf import is_same_origin
-from app.errors import BadRequest, CrossSiteRequest, MethodNotAllowed, NotFound, RateLimited, TobiraError
+from app.errors import (
+    BadRequest,
+    CrossSiteRequest,
+    InstanceError,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    TobiraError,
+)
+from app.metrics import METRICS
 from app.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +179,8 @@ def error_response(request: Request, error: TobiraError, **context: Any) -> Resp
 
     The page shows the error's code beside the message, so that a person asking for help can quote it.
     """
+    if isinstance(error, InstanceError):
+        METRICS.instance_errors.labels(str(error.code)).inc()
     path = request.url.path
     if path.startswith(PAGE_JSON_PREFIXES):
         return page_error_json(request, error)

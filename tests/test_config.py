@@ -103,3 +103,33 @@ def test_the_data_folder_is_the_users_not_the_working_directorys(
     settings = load_settings(secret_keys=[KEY])
     assert settings.data_dir == tmp_path / "xdg" / "tobira"
     assert settings.resolved_store_url == f"sqlite:///{tmp_path / 'xdg' / 'tobira' / 'tobira.sqlite3'}"
+
+
+def test_the_operations_settings_are_read_and_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TOBIRA_LOG_FORMAT", "json")
+    monkeypatch.setenv("TOBIRA_METRICS_TOKEN", "t" * 40)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    settings = load_settings(data_dir=tmp_path, secret_keys=[KEY])
+    assert settings.log_format == "json"
+    assert settings.metrics_token is not None and settings.metrics_token.get_secret_value() == "t" * 40
+    assert "t" * 40 not in repr(settings)
+    assert settings.prometheus_multiproc_dir == tmp_path
+
+    monkeypatch.setenv("TOBIRA_LOG_FORMAT", "xml")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path, secret_keys=[KEY])
+    assert caught.value.problems == [
+        "TOBIRA_LOG_FORMAT: Input should be 'text' or 'json'",
+        f"PROMETHEUS_MULTIPROC_DIR: '{tmp_path / 'missing'}' is not a folder "
+        "(create it, empty, before starting)",
+    ]
+
+
+def test_without_settings_there_are_no_metrics_and_text_logs(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, secret_keys=[KEY])
+    assert settings.metrics_token is None
+    assert settings.log_format == "text"
+    assert settings.prometheus_multiproc_dir is None

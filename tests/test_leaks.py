@@ -2,11 +2,13 @@
 
 The stand-in is made to issue the canary as its token; tobira runs as a real process with DEBUG logs and
 uvicorn's access log on. Every answer tobira gives (bodies, headers, redirects, cookies as sent) and its
-whole log must be free of the token and of the MiAuth session ids.
+whole log must be free of the token and of the MiAuth session ids, in either log format (text and
+`TOBIRA_LOG_FORMAT=json`).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,15 +46,18 @@ def canary_standin() -> Iterator[RunningStandin]:
             yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["text", "json"])
 def leaky(
-    tmp_path_factory: pytest.TempPathFactory, canary_standin: RunningStandin
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    canary_standin: RunningStandin,
 ) -> Iterator[TobiraProcess]:
     server = start_tobira(
         tmp_path_factory.mktemp("leaks"),
         TOBIRA_DEV_INSTANCES=canary_standin.url,
         TOBIRA_PERMISSIONS="read:account,write:notes",
         TOBIRA_LOG_LEVEL="DEBUG",
+        TOBIRA_LOG_FORMAT=request.param,
     )
     yield server
     server.stop()
@@ -110,3 +115,6 @@ def test_the_canary_token_never_leaks(
         assert CANARY not in text
     for session in sessions:
         assert session not in log
+    if leaky.env["TOBIRA_LOG_FORMAT"] == "json":
+        lines = [json.loads(line) for line in log.splitlines()]  # every line one JSON object
+        assert any("/callback?session=[redacted]" in line["message"] for line in lines)

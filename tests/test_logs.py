@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
 
-from app.logs import REDACTED, configure_logging, redact
+from app.logs import REDACTED, REQUEST_ID, JSONFormatter, configure_logging, redact
 
 SECRET = "TOKENq7Zr4Wm9Pk2Ls8Dv5Nb3Xy6Ab1Cd"
 
@@ -111,3 +112,35 @@ def test_configuring_twice_wraps_once() -> None:
         assert logging.getLogRecordFactory() is once
     finally:
         logging.setLogRecordFactory(factory)
+
+
+def test_json_lines_are_redacted_and_carry_the_request_id(captured: io.StringIO) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    library = logging.getLogger("some.library.json")
+    keep = Keep()
+    library.addHandler(keep)
+    token = REQUEST_ID.set("req-42")
+    try:
+        library.warning("opening %s", f"wss://a.example/streaming?i={SECRET}")
+        try:
+            raise ValueError(f"InvalidURI https://a.example/moved?i={SECRET}\nsecond line")
+        except ValueError:
+            library.exception("failed with Bearer %s", SECRET)
+    finally:
+        REQUEST_ID.reset(token)
+        library.removeHandler(keep)
+    library.warning("outside any request")
+    lines = [JSONFormatter().format(record) for record in records]
+    assert all("\n" not in line for line in lines)
+    opening, failed = (json.loads(line) for line in lines)
+    assert opening["message"] == f"opening wss://a.example/streaming?i={REDACTED}"
+    assert (opening["request_id"], opening["level"], opening["logger"]) == ("req-42", "WARNING", library.name)
+    assert failed["message"] == f"failed with Bearer {REDACTED}"
+    assert "ValueError" in failed["exception"]
+    assert SECRET not in "".join(lines)
+    assert opening["time"].endswith("+00:00")

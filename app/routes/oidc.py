@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from app import i18n, ratelimit
 from app.account import current_session, end_session, revoke
 from app.clients import client_key
-from app.errors import InvalidRequest, OAuthError, TemporarilyUnavailable, TobiraError
+from app.errors import InvalidRequest, OAuthError, StoreUnavailable, TemporarilyUnavailable, TobiraError
 from app.notices import SignOut
 from app.oidc.claims import subject
 from app.oidc.handoff import provider_of, session_account, start_sign_in, waiting_request
@@ -77,6 +77,8 @@ async def jwks(services: ServicesDep) -> Response:
         keys = await provider_of(services).keys.public_jwks()
     except SigningKeysUnavailable:
         return oauth_error(TemporarilyUnavailable("the signing keys are not available"))
+    except StoreUnavailable:
+        return oauth_error(TemporarilyUnavailable("the store does not answer"))
     headers = {"Cache-Control": "public, max-age=300", **PUBLIC}
     return JSONResponse(keys, headers=headers, media_type="application/jwk-set+json")
 
@@ -251,6 +253,8 @@ async def token(request: Request, services: ServicesDep) -> Response:
         return oauth_error(error)
     except SigningKeysUnavailable:
         return oauth_error(TemporarilyUnavailable("the signing keys are not available"))
+    except StoreUnavailable:
+        return oauth_error(TemporarilyUnavailable("the store does not answer"))
     return JSONResponse(answer, headers={**NO_STORE, **PUBLIC})
 
 
@@ -260,6 +264,8 @@ async def userinfo(request: Request, services: ServicesDep) -> Response:
         claims = await provider_of(services).userinfo(request.headers.get("authorization"))
     except OAuthError as error:
         return oauth_error(error)
+    except StoreUnavailable:
+        return oauth_error(TemporarilyUnavailable("the store does not answer"))
     return JSONResponse(claims, headers={**NO_STORE, **PUBLIC})
 
 

@@ -1,4 +1,4 @@
-"""Pages and small JSON routes: `/`, `/signed-out`, `/button`, `/healthz`, `/lookup`.
+"""Pages and small JSON routes: `/`, `/signed-out`, `/button`, `/healthz`, `/readyz`, `/lookup`.
 
 `/lookup` is the sign-in form's helper: what a server says about itself (name, icon, software), shown
 while the person types. It goes through the same parser, allow/deny lists and discovery (and its cache)
@@ -16,7 +16,7 @@ from starlette.responses import Response
 from app import ratelimit
 from app.account import current_session
 from app.answers import Health, ServerPreview
-from app.errors import InvalidInstance
+from app.errors import InvalidInstance, StoreUnavailable
 from app.hosts import parse_instance
 from app.oidc.handoff import consented_apps
 from app.signin.flow import allowed_instance
@@ -29,6 +29,17 @@ LOOKUP_LIMIT_FACTOR = 4  # lookups per minute per client, as a multiple of TOBIR
 
 @router.get("/healthz")
 async def healthz() -> JSONResponse:
+    return JSONResponse(Health(status="ok").model_dump())
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Readiness: 200 when the store answers (and can write), 503 when it does not. Touches nothing else, so
+    a load balancer takes a replica out only for what the replica itself cannot do."""
+    try:
+        await services.ledger.ping()
+    except StoreUnavailable:
+        return JSONResponse(Health(status="store unavailable").model_dump(), status_code=503)
     return JSONResponse(Health(status="ok").model_dump())
 
 

@@ -8,6 +8,7 @@ never forwarded. Only the status, a JSON body and `Retry-After` come back.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from app.errors import (
     SignedOut,
     UnsupportedMediaType,
 )
+from app.metrics import METRICS, status_class
 from app.services import Services
 from app.web import error_json, exception_response
 
@@ -132,9 +134,10 @@ async def proxy(request: Request, services: Services) -> Response:
         headers, body = await upload_body(request, session.token, settings.max_upload_bytes)
     else:
         headers, body = JSON_HEADERS, await json_body(request, session.token, settings.max_body_bytes)
-    answer = await services.guard.request(
-        "POST", session.instance.url(f"/api/{endpoint}"), headers=headers, body=body
-    )
+    with METRICS.instance_duration.time():
+        answer = await services.guard.request(
+            "POST", session.instance.url(f"/api/{endpoint}"), headers=headers, body=body
+        )
     return relay(answer)
 
 
@@ -193,6 +196,7 @@ class ProxyApp:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request = Request(scope, receive)
         try:
             if request.method != "POST":
@@ -201,3 +205,5 @@ class ProxyApp:
         except Exception as exc:
             response = exception_response(request, exc)
         await response(scope, receive, send)
+        METRICS.proxy_requests.labels(status_class(response.status_code)).inc()
+        METRICS.proxy_duration.observe(time.perf_counter() - started)

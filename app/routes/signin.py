@@ -18,6 +18,7 @@ from app import ratelimit, recent
 from app.account import begin_session, current_session
 from app.csrf import started_here
 from app.errors import InstanceError, NoInstanceTyped, TobiraError
+from app.metrics import METRICS
 from app.oidc.handoff import answer_sign_in
 from app.redirects import safe_return_to
 from app.services import Services
@@ -131,11 +132,13 @@ async def finish(
     try:
         match = services.signin.match(method, params, pending)
     except TobiraError as error:
+        METRICS.sign_ins.labels(str(method), str(error.code)).inc()
         return callback_answer(error_response(request, error))
     rest = [item for item in pending if item is not match]
     try:
         identity = await services.signin.finish(match, params)
     except TobiraError as error:
+        METRICS.sign_ins.labels(str(method), str(error.code)).inc()
         # The server failed after the person approved: the page asks them to sign in again.
         again = {"instance_text": match.host, "return_to": match.return_to}
         response = error_response(request, error, sign_in_again=isinstance(error, InstanceError), **again)
@@ -143,7 +146,9 @@ async def finish(
     try:
         location, value = await destination(services, match, identity, request.cookies)
     except TobiraError as error:
+        METRICS.sign_ins.labels(str(method), str(error.code)).inc()
         return callback_answer(keep_pending(error_response(request, error), services, rest))
+    METRICS.sign_ins.labels(str(method), "success").inc()
     response = RedirectResponse(location, status_code=303)
     if value is not None:
         set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
