@@ -1,7 +1,12 @@
 """The `tobira` command: `tobira serve` runs tobira; `tobira demo` runs it beside a stand-in Misskey.
 
 Every port is bound before anything is announced: a port that is taken ends the command with one line on
-stderr and exit status 1, and the URLs printed are ones that already accept connections.
+stderr and exit status 1, and the URLs printed are ones that already accept connections. The configuration
+is checked once, before any worker starts, so a bad one is one message, not one crash per worker.
+
+`tobira serve --workers N` runs N processes (uvicorn's supervisor, which replaces a worker that dies) on the
+one listening socket; each builds its own app from the environment (`app.main:create_app`) and they share
+state through the store (`TOBIRA_STORE_URL`), so they behave as one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from app.config import ConfigError, Settings, load_settings
 from app.main import create_app
 
 DEFAULT_HOST = "127.0.0.1"
+MAX_WORKERS = 256
 
 
 def port_number(text: str) -> int:
@@ -67,17 +73,44 @@ def settings_or_exit() -> Settings:
         sys.exit(str(exc))
 
 
-def run(sock: socket.socket, settings: Settings) -> None:
-    """Run tobira on an already listening socket."""
-    config = uvicorn.Config(create_app(settings), proxy_headers=True, access_log=False, log_level="info")
-    uvicorn.Server(config).run(sockets=[sock])
+def worker_count(text: str) -> int:
+    """argparse type: a number of worker processes, 1 to MAX_WORKERS."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{count} workers: use 1 to {MAX_WORKERS}")
+    return count
 
 
-def serve(host: str, port: int) -> None:
-    settings = settings_or_exit()
+def run(sock: socket.socket, settings: Settings, workers: int = 1) -> None:
+    """Run tobira on an already listening socket, in this process or in `workers` worker processes."""
+    if workers == 1:
+        config = uvicorn.Config(create_app(settings), proxy_headers=True, access_log=False, log_level="info")
+        uvicorn.Server(config).run(sockets=[sock])
+        return
+    # Workers are separate (spawned) processes: each builds the app from the environment, as `settings`
+    # was built, which is why the app is named by its import string here.
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "app.main:create_app",
+        factory=True,
+        workers=workers,
+        proxy_headers=True,
+        access_log=False,
+        log_level="info",
+    )
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def serve(host: str, port: int, workers: int = 1) -> None:
+    settings = settings_or_exit()  # every worker loads the same: a bad configuration stops here, once
     sock = listen(host, port)
-    print(f"tobira: listening on {url(host, port)} (Ctrl+C to stop)", flush=True)
-    run(sock, settings)
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    print(f"tobira: listening on {url(host, port)}{processes} (Ctrl+C to stop)", flush=True)
+    run(sock, settings, workers)
 
 
 def demo(host: str, port: int, standin_port: int) -> None:
@@ -130,6 +163,12 @@ def parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--port", type=port_number, default=8000, help="TCP port to listen on (default: %(default)s)"
     )
+    serve_parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="worker processes sharing the port and the store, e.g. one per core (default: %(default)s)",
+    )
     demo_parser = commands.add_parser(
         "demo",
         help="run tobira with a local stand-in Misskey server",
@@ -156,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "serve":
-        serve(args.host, args.port)
+        serve(args.host, args.port, args.workers)
     else:
         demo(args.host, args.port, args.standin_port)
 
