@@ -3,7 +3,8 @@
 `run_nginx` takes `deploy/nginx/tobira.conf` and `deploy/nginx/upstream.conf` as they are, changing only
 the listening address and the upstream servers' addresses (to loopback ports), and adds one header for the
 tests: `X-Upstream`, the address of the tobira that answered. One worker process, so round robin strictly
-alternates.
+alternates. The two files are included in the order the nginx image's `conf.d/*.conf` takes them in
+compose.yaml (default.conf, then upstream.conf).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ http {{
     access_log {directory / "access.log"};
 {temp}
     add_header X-Upstream $upstream_addr always;
-    include {directory / "upstream.conf"};
     include {directory / "site.conf"};
+    include {directory / "upstream.conf"};
 }}
 """
     )
