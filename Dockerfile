@@ -65,8 +65,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # is a good start) on port 8000; they share state through TOBIRA_STORE_URL. Like uvicorn's
 # --no-access-log, it keeps uvicorn's access log off: it would write every request's URL, and /callback's
 # query carries the MiAuth session id, which (until it is used) is the one-time ticket to the user's
-# token. tobira's own log never contains secrets. It believes X-Forwarded-For/-Proto only from the
-# addresses in FORWARDED_ALLOW_IPS (uvicorn's default: 127.0.0.1); set it to your reverse proxy's
-# address. The shell only reads the variable: `exec` leaves tobira as PID 1, receiving SIGTERM itself.
+# token. tobira's own log never contains secrets. Like --no-proxy-headers, it leaves X-Forwarded-* to
+# tobira, which believes them only from the addresses in FORWARDED_ALLOW_IPS (default: 127.0.0.1; set it
+# to your reverse proxy's address): forward authentication must know which address actually connected.
+# The shell only reads the variable: `exec` leaves tobira as PID 1, receiving SIGTERM itself.
 ENV TOBIRA_WORKERS=1
 CMD ["sh", "-c", "exec python -m app.cli serve --host 0.0.0.0 --port 8000 --workers \"$TOBIRA_WORKERS\""]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import getpass
 import ipaddress
 import os
+import secrets
 import socket
 import sys
 from typing import NoReturn
@@ -86,8 +88,9 @@ def worker_count(text: str) -> int:
 
 def run(sock: socket.socket, settings: Settings, workers: int = 1) -> None:
     """Run tobira on an already listening socket, in this process or in `workers` worker processes."""
+    # tobira believes X-Forwarded-* itself (app.forwarded): uvicorn must leave the client address alone.
     if workers == 1:
-        config = uvicorn.Config(create_app(settings), proxy_headers=True, access_log=False, log_level="info")
+        config = uvicorn.Config(create_app(settings), proxy_headers=False, access_log=False, log_level="info")
         uvicorn.Server(config).run(sockets=[sock])
         return
     # Workers are separate (spawned) processes: each builds the app from the environment, as `settings`
@@ -98,7 +101,7 @@ def run(sock: socket.socket, settings: Settings, workers: int = 1) -> None:
         "app.main:create_app",
         factory=True,
         workers=workers,
-        proxy_headers=True,
+        proxy_headers=False,
         access_log=False,
         log_level="info",
     )
@@ -189,13 +192,46 @@ def parser() -> argparse.ArgumentParser:
         default=3000,
         help="the stand-in Misskey server's TCP port (default: %(default)s)",
     )
+    hash_parser = commands.add_parser(
+        "hash-secret",
+        help="hash an OpenID client secret for the clients file",
+        description=(
+            "Read a client secret (from standard input, or asked for on a terminal) and print its argon2id "
+            "hash, for client_secret_hash in the TOBIRA_OIDC_CLIENTS file. Without a secret, make a random "
+            "one and print it first."
+        ),
+    )
+    hash_parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="make a random secret, print it, then its hash (default: %(default)s)",
+    )
     return top
+
+
+def hash_secret(generate: bool) -> None:
+    """Print the argon2id hash of a secret read from stdin (or a new random secret and its hash)."""
+    from app.oidc.clients import MIN_SECRET_LENGTH
+    from app.oidc.clients import hash_secret as argon2_hash
+
+    if generate:
+        secret = secrets.token_urlsafe(32)
+        print(f"client_secret (give it to the app): {secret}")
+    elif sys.stdin.isatty():
+        secret = getpass.getpass("client secret: ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if len(secret) < MIN_SECRET_LENGTH:
+        sys.exit(f"tobira: a client secret must be at least {MIN_SECRET_LENGTH} characters")
+    print(argon2_hash(secret))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "serve":
         serve(args.host, args.port, args.workers)
+    elif args.command == "hash-secret":
+        hash_secret(args.generate)
     else:
         demo(args.host, args.port, args.standin_port)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from importlib import resources
@@ -16,9 +17,10 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.access import load_rules
 from app.endpoints import validate_patterns
 from app.errors import InvalidInstance
 from app.hosts import DevOrigin, canonical_host, parse_dev_origin
@@ -31,6 +33,7 @@ MIN_SECRET_LENGTH = 32
 DEV_KEYS_FILE = "secret_keys"
 
 CommaList = Annotated[list[str], NoDecode]
+_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class ConfigError(Exception):
@@ -79,7 +82,16 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=30, ge=0)
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     discovery_cache_seconds: int = Field(default=600, ge=0)
+    oidc_clients: Path | None = None
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+    cookie_domain: str | None = None
+    access_rules: Path | None = None
+    # The reverse proxies whose X-Forwarded-* headers are believed: uvicorn's own variable, read by tobira
+    # (which handles those headers itself, see app.forwarded), so one setting says it for both.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "TOBIRA_FORWARDED_ALLOW_IPS"),
+    )
 
     _split_lists = field_validator(
         "secret_keys",
@@ -97,6 +109,20 @@ class Settings(BaseSettings):
         """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
         parts = urlsplit(self.public_url)
         return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+    @field_validator("cookie_domain", "access_rules", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def public_host(self) -> str:
+        return (urlsplit(self.public_url).hostname or "").lower()
+
+    @property
+    def issuer(self) -> str:
+        """The OpenID provider's issuer identifier: tobira's public URL, without a trailing slash."""
+        return self.public_origin + urlsplit(self.public_url).path.rstrip("/")
 
     @property
     def is_production(self) -> bool:
@@ -202,6 +228,40 @@ def _check_app_identity(settings: Settings) -> list[str]:
     return problems
 
 
+def _check_oidc_clients(settings: Settings) -> list[str]:
+    """Every problem of the OpenID clients file, when there is one."""
+    if settings.oidc_clients is None:
+        return []
+    from app.oidc.clients import ClientsFileError, load_clients  # the clients file needs this module
+
+    try:
+        load_clients(settings.oidc_clients)
+    except ClientsFileError as exc:
+        return [f"TOBIRA_OIDC_CLIENTS: {problem}" for problem in exc.problems]
+    return []
+
+
+def _check_cookie_domain(settings: Settings) -> list[str]:
+    """A shared cookie needs https, and a domain the browser lets tobira's own host set it for."""
+    domain = settings.cookie_domain
+    if domain is None:
+        return []
+    problems = []
+    if not _DOMAIN.fullmatch(domain) or "." not in domain:
+        problems.append(f"TOBIRA_COOKIE_DOMAIN: {domain!r} is not a domain such as example.com (lowercase)")
+    elif settings.public_host != domain and not settings.public_host.endswith("." + domain):
+        problems.append(
+            f"TOBIRA_COOKIE_DOMAIN: tobira's own host {settings.public_host!r} must be {domain!r} or below it"
+        )
+    if not settings.is_production:
+        problems.append("TOBIRA_COOKIE_DOMAIN needs an https TOBIRA_PUBLIC_URL (its cookie is Secure)")
+    return problems
+
+
+def _check_access_rules(settings: Settings) -> list[str]:
+    return load_rules(settings.access_rules)[1]
+
+
 def _check_resolution(settings: Settings) -> list[str]:
     if settings.resolve_per_client > settings.resolve_max:
         return ["TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX"]
@@ -218,6 +278,9 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_proxy_endpoints,
     _check_app_identity,
     _check_resolution,
+    _check_oidc_clients,
+    _check_cookie_domain,
+    _check_access_rules,
 )
 
 

@@ -7,14 +7,18 @@
     │   ├── InvalidCallback         400  a callback without (or with a malformed) session, token or state
     │   ├── NoSignInPending         400  this browser has no sign-in under way (expired.html)
     │   │   └── SignInFinished      400  the sign-in was already finished (a replayed callback)
-    │   └── InvalidEndpoint         400  not a plain API endpoint name
+    │   ├── InvalidEndpoint         400  not a plain API endpoint name
+    │   ├── UnknownClient           400  an OpenID request from an app tobira does not know (never redirected)
+    │   ├── UnregisteredRedirect    400  a redirect_uri the app did not register, exactly (never redirected)
+    │   └── InvalidLogout           400  a logout request tobira cannot trust (a bad id_token_hint or URI)
     ├── SignedOut                   401  no valid session cookie
     ├── Forbidden                   403  refused (a group)
     │   ├── CrossSiteRequest        403  a request from another site where only tobira's own pages may ask
     │   ├── InstanceNotAllowed      403  the operator's allow/deny lists refuse this server
     │   ├── EndpointNotAllowed      403  the proxy does not forward this endpoint
     │   ├── SignInMismatch          403  a callback for a sign-in this browser did not start
-    │   └── SignInNotApproved       403  the server says the sign-in was not approved (not_approved.html)
+    │   ├── SignInNotApproved       403  the server says the sign-in was not approved (not_approved.html)
+    │   └── SiteNotAllowed          403  forward authentication: the access rules refuse this account here
     ├── NotFound                    404  no such route
     ├── MethodNotAllowed            405  a method the route does not take
     ├── PayloadTooLarge             413  request body over its limit
@@ -30,6 +34,15 @@
         ├── InstanceRefused         4xx/5xx the instance's own error without Misskey's shape
         ├── NotMisskey              502  answers, but not like a Misskey server
         └── MiAuthUnsupported       502  no sign-in method tobira may use fits this server
+
+    OAuthError                      400  RFC 6749's errors: `{"error", "error_description"}` from the token
+    │                                    and userinfo endpoints, or a redirect to the app from authorize
+    ├── InvalidRequest / InvalidScope / UnsupportedResponseType / RequestNotSupported /
+    │   RequestUriNotSupported / RegistrationNotSupported / AccessDenied / LoginRequired / ConsentRequired /
+    │   InvalidGrant / UnsupportedGrantType / UnauthorizedClient       400 (or a redirect)
+    ├── InvalidClient               401  client authentication failed (`WWW-Authenticate: Basic`)
+    ├── InvalidToken                401  userinfo: an unknown, expired or forged access token (RFC 6750)
+    └── TemporarilyUnavailable      503  the signing keys (the store) are not available
 
 A class decides everything about its error; a raise names the class and, at most, a message that says more
 than the class's own (why a name is not usable, which body was refused). Messages are written for the person
@@ -84,6 +97,10 @@ class ErrorCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = enum.auto()
     INTERNAL_ERROR = enum.auto()
     INSTANCE_REFUSED = enum.auto()
+    OIDC_UNKNOWN_CLIENT = enum.auto()
+    OIDC_UNREGISTERED_REDIRECT = enum.auto()
+    OIDC_INVALID_LOGOUT = enum.auto()
+    ACCESS_DENIED = enum.auto()
 
     @property
     def id(self) -> str:
@@ -143,6 +160,21 @@ class InvalidEndpoint(BadRequest):
     default_message = N_("That is not an API endpoint name.")
 
 
+class UnknownClient(BadRequest):
+    code = ErrorCode.OIDC_UNKNOWN_CLIENT
+    default_message = N_("The app that sent you here is not registered with this tobira.")
+
+
+class UnregisteredRedirect(BadRequest):
+    code = ErrorCode.OIDC_UNREGISTERED_REDIRECT
+    default_message = N_("The app that sent you here asked to return to an address it did not register.")
+
+
+class InvalidLogout(BadRequest):
+    code = ErrorCode.OIDC_INVALID_LOGOUT
+    default_message = N_("This sign-out request cannot be trusted, so nothing was done.")
+
+
 class SignedOut(TobiraError):
     status = 401
     code = ErrorCode.CREDENTIAL_REQUIRED
@@ -179,6 +211,14 @@ class SignInNotApproved(Forbidden):
     code = ErrorCode.SIGN_IN_NOT_APPROVED
     default_message = N_("The sign-in was not approved on your server. You can start again.")
     page = "not_approved.html"
+
+
+class SiteNotAllowed(Forbidden):
+    code = ErrorCode.ACCESS_DENIED
+    default_message = N_(
+        "Your account may not open this site. Use another account, or ask the site's operator."
+    )
+    page = "access_denied.html"
 
 
 class NotFound(TobiraError):
@@ -276,6 +316,83 @@ class MiAuthUnsupported(InstanceError):
     status = 502
     code = ErrorCode.MIAUTH_UNSUPPORTED
     default_message = N_("That server does not support MiAuth sign-in.")
+
+
+class OAuthError(Exception):
+    """An RFC 6749 error: `error` (the registered code), a description for developers (English), a status."""
+
+    error = "invalid_request"
+    status = 400
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        super().__init__(f"{self.error}: {description}")
+
+    def as_json(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class UnsupportedResponseType(OAuthError):
+    error = "unsupported_response_type"
+
+
+class RequestNotSupported(OAuthError):
+    error = "request_not_supported"
+
+
+class RequestUriNotSupported(OAuthError):
+    error = "request_uri_not_supported"
+
+
+class RegistrationNotSupported(OAuthError):
+    error = "registration_not_supported"
+
+
+class AccessDenied(OAuthError):
+    error = "access_denied"
+
+
+class LoginRequired(OAuthError):
+    error = "login_required"
+
+
+class ConsentRequired(OAuthError):
+    error = "consent_required"
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class InvalidClient(OAuthError):
+    error = "invalid_client"
+    status = 401
+
+
+class InvalidToken(OAuthError):
+    error = "invalid_token"
+    status = 401
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status = 503
 
 
 def error_classes() -> list[type[TobiraError]]:

@@ -9,9 +9,23 @@ without bound:
     rate:{action}:{client}:{window} a fixed-window counter (one window)
     legacy-app:{app}                a legacy app's secret, until 30 days after its last use
     legacy-app:{app}:registering    the right to register that app, for one sign-in at a time (10 seconds)
+    oidc-keys                       the OpenID provider's signing keys, sealed (renewed at each rotation;
+                                    gone 67 days after the last one, when no token they signed is valid)
+    oidc-keys:making                the right to make or rotate them, for one replica at a time (30 seconds)
+    oidc-request:{id}               an OpenID authorization request waiting for the person (10 minutes)
+    oidc-code:{sha256(code)}        an authorization code's grant, sealed (60 seconds; taken once)
+    oidc-code:{sha256(code)}:used   the one redemption of that code (10 minutes: a replay is recognised)
+    oidc-grant:{sha256(code)}       the access token issued for that code, to revoke on a replay (1 hour)
+    oidc-token:{sha256(token)}      an access token's userinfo claims, sealed (1 hour)
+    oidc-consent:{sub}              the apps an account agreed to sign in to (a year after the last one)
+    oidc-client-failed:{address}:{client_id}  a failed client authentication (1 second)
 """
 
 from __future__ import annotations
+
+import hashlib
+
+import orjson
 
 from app.session import PENDING_TTL as SIGN_IN_SECONDS  # a sign-in under way: its cookie, claim, record
 from app.store import Store
@@ -20,6 +34,18 @@ from app.store import Store
 # app there: its secret is kept this long after its last use, not for ever. Expiry at worst costs a new app.
 APP_SECRET_SECONDS = 30 * 24 * 3600
 REGISTERING_SECONDS = 10.0  # how long one sign-in may hold the right to register a legacy app
+SIGNING_KEYS_SECONDS = 67 * 24 * 3600  # two signing periods and the week an old key stays published
+MAKING_KEYS_SECONDS = 30.0
+CODE_SECONDS = 60.0  # OpenID Connect: an authorization code lives at most this long
+CODE_USED_SECONDS = 600.0
+ACCESS_TOKEN_SECONDS = 3600
+CONSENT_SECONDS = 365 * 24 * 3600
+CLIENT_FAILURE_SECONDS = 1.0
+
+
+def digest(secret: str) -> str:
+    """The name a secret (a code, a token) is kept under: a copy of the store alone redeems nothing."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class Ledger:
@@ -67,6 +93,72 @@ class Ledger:
     async def claim_app_registration(self, app: str) -> bool:
         """True for the one sign-in that may register legacy app `app` now."""
         return await self.store.claim(f"legacy-app:{app}:registering", REGISTERING_SECONDS)
+
+    async def signing_keys(self) -> bytes | None:
+        return await self.store.get("oidc-keys")
+
+    async def keep_signing_keys(self, sealed: str) -> None:
+        await self.store.put("oidc-keys", sealed.encode(), SIGNING_KEYS_SECONDS)
+
+    async def claim_signing_keys_making(self) -> bool:
+        """True for the one replica that may make or rotate the signing keys now."""
+        return await self.store.claim("oidc-keys:making", MAKING_KEYS_SECONDS)
+
+    async def keep_authorization_request(self, request_id: str, record: bytes) -> None:
+        await self.store.put(f"oidc-request:{request_id}", record, SIGN_IN_SECONDS)
+
+    async def authorization_request(self, request_id: str) -> bytes | None:
+        return await self.store.get(f"oidc-request:{request_id}")
+
+    async def drop_authorization_request(self, request_id: str) -> None:
+        await self.store.delete(f"oidc-request:{request_id}")
+
+    async def keep_code(self, code: str, sealed: str) -> None:
+        await self.store.put(f"oidc-code:{digest(code)}", sealed.encode(), CODE_SECONDS)
+
+    async def redeem_code(self, code: str) -> tuple[bytes | None, bool]:
+        """(the grant kept under `code`, whether this is its first redemption): the grant is removed as it
+        is read, and a second redemption, on any replica, is recognised as one."""
+        name = f"oidc-code:{digest(code)}"
+        record = await self.store.get(name)
+        if record is None:  # unknown, expired or redeemed: only a redemption is remembered (no writes here)
+            return None, not await self.store.exists(name + ":used")
+        if not await self.store.claim(name + ":used", CODE_USED_SECONDS):
+            return None, False  # another request, on any replica, redeemed it just now
+        await self.store.delete(name)
+        return record, True
+
+    async def keep_access_token(self, token: str, sealed: str, code: str) -> None:
+        await self.store.put(f"oidc-token:{digest(token)}", sealed.encode(), ACCESS_TOKEN_SECONDS)
+        await self.store.put(f"oidc-grant:{digest(code)}", digest(token).encode(), ACCESS_TOKEN_SECONDS)
+
+    async def access_token(self, token: str) -> bytes | None:
+        return await self.store.get(f"oidc-token:{digest(token)}")
+
+    async def revoke_code_grant(self, code: str) -> None:
+        """A code was replayed: the access token issued for it is revoked (RFC 6749 section 4.1.2)."""
+        issued = await self.store.get(f"oidc-grant:{digest(code)}")
+        if issued is not None:
+            await self.store.delete(f"oidc-token:{issued.decode()}")
+
+    async def consents(self, sub: str) -> list[str]:
+        stored = await self.store.get(f"oidc-consent:{sub}")
+        items = orjson.loads(stored) if stored else []
+        return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
+
+    async def keep_consents(self, sub: str, client_ids: list[str]) -> None:
+        if client_ids:
+            await self.store.put(
+                f"oidc-consent:{sub}", orjson.dumps(sorted(set(client_ids))), CONSENT_SECONDS
+            )
+        else:
+            await self.store.delete(f"oidc-consent:{sub}")
+
+    async def note_client_failure(self, client: str) -> None:
+        await self.store.claim(f"oidc-client-failed:{client}", CLIENT_FAILURE_SECONDS)
+
+    async def client_failed_recently(self, client: str) -> bool:
+        return await self.store.exists(f"oidc-client-failed:{client}")
 
     async def ping(self) -> None:
         await self.store.ping()

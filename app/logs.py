@@ -18,10 +18,10 @@ from typing import Any
 
 REDACTED = "[redacted]"
 # Names whose values are secrets wherever they appear: MiAuth and legacy tokens, OAuth codes and states,
-# app secrets, the API key `i`.
+# app secrets, the API key `i`; OpenID ID tokens offered back as hints and the Misskey tokens apps receive.
 _REDACTED_NAMES = (
     r"i|session|token|code|state|code_verifier|access_token|accesstoken|refresh_token|id_token"
-    r"|appsecret|secret|client_secret"
+    r"|appsecret|secret|client_secret|id_token_hint|misskey_access_token"
 )
 SECRET_QUERY = re.compile(rf"([?&;](?:{_REDACTED_NAMES})=)[^&#;\s\"'<>]*", re.IGNORECASE)
 SECRET_FIELD = re.compile(rf"""(["'](?:{_REDACTED_NAMES})["']\s*:\s*["'])[^"']*""", re.IGNORECASE)

@@ -12,11 +12,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.clients import client_key
 from app.config import Settings, load_settings
+from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
 from app.resolver import CLIENT
-from app.routes import account, pages, signin
+from app.routes import account, oidc, pages, signin
+from app.routes.forward import PATHS as FORWARD_PATHS
+from app.routes.forward import ForwardAuthApp
 from app.routes.proxy import ProxyApp
 from app.services import build_services
 from app.streaming import StreamingApp
@@ -52,7 +55,7 @@ def create_app(
     )
     app.state.settings = settings
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    for router in (pages.router, signin.router, account.router):
+    for router in (pages.router, signin.router, account.router, oidc.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production
@@ -63,6 +66,13 @@ def create_app(
     app.streaming = ResolvingFor(
         StreamingApp(lambda: app.state.services), ipv6_prefix=settings.rate_limit_ipv6_prefix
     )
+    app.forward = ForwardAuthApp(
+        lambda: app.state.services,
+        pages=lambda page: SecurityHeaders(
+            page, instance_sources=sources, hsts=hsts, own_origin=settings.public_origin
+        ),
+    )
+    app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
     return app
 
 
@@ -87,12 +97,25 @@ class ResolvingFor:
 
 
 class Tobira(FastAPI):
-    """FastAPI for the pages; `/api/*` goes straight to the proxy, which is tobira's hot path."""
+    """FastAPI for the pages; `/api/*` goes straight to the proxy and `/auth/request`, `/auth/forward` to
+    forward authentication: tobira's hot paths."""
 
     proxy: ASGIApp
     streaming: ASGIApp
+    forward: ASGIApp
+    front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
+            # Asked before every request to a protected app: it needs whether the proxy is trusted, not
+            # the client's address, so it skips the rewriting.
+            self.front.note_peer(scope)
+            scope["app"] = self  # its refusals are pages, rendered as FastAPI's routes render them
+            await self.forward(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             await self.proxy(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == "/streaming":

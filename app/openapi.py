@@ -47,6 +47,7 @@ def ref(model: type[BaseModel]) -> dict[str, str]:
 REASONS = {
     200: "OK",
     204: "No content",
+    302: "Not signed in: to tobira's sign-in form, coming back afterwards",
     303: "Redirect",
     400: "Bad input",
     401: "Signed out",
@@ -78,6 +79,17 @@ def json_errors(*statuses: int) -> dict[str, Any]:
 
 REDIRECT = {"303": {"description": REASONS[303]}}
 PAGE_ERRORS = html(400, 404, 405, 500)
+FORWARD_HEADERS = {
+    name: {"description": meaning, "schema": {"type": "string"}}
+    for name, meaning in (
+        ("Remote-User", "the account, alice@misskey.io"),
+        ("Remote-Name", "its display name (UTF-8), or the username"),
+        ("X-Tobira-Instance", "the account's server"),
+        ("X-Tobira-User-Id", "the account's id on that server"),
+    )
+}
+FORWARD_PASS = {"200": {"description": "Signed in and let through", "headers": FORWARD_HEADERS}}
+FORWARD_SIGN_IN = {"302": {"description": REASONS[302]}}
 
 # The statuses each route answers, by path and method.
 RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
@@ -139,6 +151,34 @@ PROXY = {
 }
 
 
+def forward_operation(summary: str, operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A forward-auth endpoint (served before FastAPI's routing, like the proxy)."""
+    description = (
+        "Asked by a reverse proxy before each request to an app it protects. The visited host comes from "
+        "X-Forwarded-Host or X-Original-URL, believed only from FORWARDED_ALLOW_IPS."
+    )
+    return {
+        "get": {
+            "summary": summary,
+            "description": description,
+            "operationId": operation_id,
+            "responses": {**responses, **html(500)},
+        }
+    }
+
+
+FORWARD = {
+    "/auth/request": forward_operation(
+        "Forward authentication for nginx auth_request", "authRequest", {**FORWARD_PASS, **html(401, 403)}
+    ),
+    "/auth/forward": forward_operation(
+        "Forward authentication for Caddy forward_auth and Traefik forwardAuth",
+        "authForward",
+        {**FORWARD_PASS, **FORWARD_SIGN_IN, **html(403)},
+    ),
+}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The document served at /openapi.json (built once)."""
     if app.openapi_schema is None:
@@ -147,6 +187,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             for method, operation in operations.items():
                 operation["responses"] = RESPONSES.get((path, method), operation["responses"])
         schema["paths"]["/api/{endpoint}"] = PROXY
+        schema["paths"].update(FORWARD)
         schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
         app.openapi_schema = schema
     return app.openapi_schema

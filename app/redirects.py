@@ -1,4 +1,5 @@
-"""Where tobira may send a person after sign-in: a path on its own origin, or "/".
+"""Where tobira may send a person after sign-in: a path on its own origin (or, with a cookie domain, an
+https URL on that domain), else "/".
 
 `return_to` comes from a link anyone can craft, so it is an open-redirect vector. Browsers are generous when
 they parse a `Location`: they read `\\` as `/`, drop tabs and newlines anywhere, trim leading control
@@ -7,12 +8,17 @@ NFKC-normalise or resolve `..` before anyone looks at the path again. So a value
 plain printable-ASCII absolute path and none of those readings, applied to it or to any of its
 percent-decodings, could turn it into `//host` or anything that is not a path.
 
+With TOBIRA_COOKIE_DOMAIN, an absolute URL is also kept when it is exactly `https://HOST[:PORT]` followed by
+nothing or by what the path rule above keeps, HOST being the domain or a name below it, in plain lowercase
+LDH spelling: no user info, no percent-encoding, backslash or look-alike in the authority, no other scheme.
+
 No library offers this check (urllib only parses, and parses more leniently than a browser reads), hence a
 module of our own, in the spirit of oauth2-proxy's redirect validator.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import unquote, urlsplit
 
@@ -23,10 +29,18 @@ _MAX_DECODING_ROUNDS = 4
 _PRINTABLE_ASCII = frozenset(map(chr, range(0x21, 0x7F)))
 # Controls, zero-width and bidi formatting characters, and every kind of space: readers drop or ignore them.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_ABSOLUTE = re.compile(
+    r"https://(?P<host>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
+    r"(?::(?P<port>[1-9][0-9]{0,4}))?(?P<rest>[/?#].*)?",
+    re.ASCII | re.DOTALL,
+)
 
 
-def safe_return_to(value: str | None) -> str:
-    """`value` if it is a path on tobira's own origin that no reader can take elsewhere, otherwise "/"."""
+def safe_return_to(value: str | None, cookie_domain: str | None = None) -> str:
+    """`value` if it is a path on tobira's own origin that no reader can take elsewhere, or (with
+    `cookie_domain`) an https URL on that domain or below it whose path is as safe; otherwise "/"."""
+    if cookie_domain and isinstance(value, str) and value.startswith("https://"):
+        return value if on_cookie_domain(value, cookie_domain) else FALLBACK
     if not isinstance(value, str) or not _is_plain_path(value):
         return FALLBACK
     form = value
@@ -39,6 +53,20 @@ def safe_return_to(value: str | None) -> str:
         form = decoded
     # Still changing after several rounds: nobody legitimate encodes that deep.
     return FALLBACK
+
+
+def on_cookie_domain(url: str, cookie_domain: str) -> bool:
+    """Whether `url` is a plain https URL on `cookie_domain` (or below it) with a safe path."""
+    match = _ABSOLUTE.fullmatch(url) if len(url) <= MAX_LENGTH else None
+    if match is None:
+        return False
+    host, port, rest = match["host"], match["port"], match["rest"] or "/"
+    if host != cookie_domain and not host.endswith("." + cookie_domain):
+        return False
+    if port is not None and int(port) > 65535:
+        return False
+    path = rest if rest.startswith("/") else "/" + rest
+    return safe_return_to(path) == path
 
 
 def _is_plain_path(value: str) -> bool:

@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app.access import AccessRules, load_rules
 from app.config import Settings
 from app.discovery import NODEINFO_DEADLINE, Discovery
 from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
 from app.ledger import Ledger
 from app.notices import SignOutNotices
+from app.oidc.clients import load_clients
+from app.oidc.keys import KeyRing
+from app.oidc.provider import Provider
 from app.resolver import DnsResolver
 from app.session import SessionCookies
 from app.signin.flow import SignInFlow
@@ -34,6 +38,8 @@ class Services:
     endpoints: EndpointPolicy
     clock: Callable[[], float]
     streams: StreamRegistry = field(default_factory=StreamRegistry)
+    oidc: Provider | None = None  # with TOBIRA_OIDC_CLIENTS: tobira is an OpenID provider
+    access: AccessRules = field(default_factory=lambda: AccessRules(None))  # forward authentication
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -76,8 +82,22 @@ def build_services(
         nodeinfo_deadline=min(NODEINFO_DEADLINE, settings.request_timeout),
     )
     cookies = SessionCookies(
-        settings.secret_values(), secure=settings.is_production, max_age=settings.session_max_age, clock=clock
+        settings.secret_values(),
+        secure=settings.is_production,
+        max_age=settings.session_max_age,
+        clock=clock,
+        domain=settings.cookie_domain,
     )
+    oidc = None
+    if settings.oidc_clients is not None:
+        oidc = Provider(
+            settings.issuer,
+            load_clients(settings.oidc_clients),
+            ledger=ledger,
+            keys=KeyRing(ledger, settings.secret_values(), clock),
+            secret_keys=settings.secret_values(),
+            clock=clock,
+        )
     return Services(
         settings=settings,
         guard=guard,
@@ -90,4 +110,6 @@ def build_services(
         # Identity-only sign-in (no permissions): the token can call nothing, so the proxy forwards nothing.
         endpoints=EndpointPolicy(settings.proxy_endpoints if settings.permissions else []),
         clock=clock,
+        oidc=oidc,
+        access=load_rules(settings.access_rules)[0],  # checked by load_settings: no problems left here
     )

@@ -57,6 +57,10 @@ class PendingSignIn:
     method: str
     expires_at: float
     server: dict[str, Any] = field(default_factory=dict)  # what discovery said, for the session to show
+    oidc: str = ""  # the OpenID authorization request this sign-in answers (its id), if any
+    app: dict[str, Any] = field(
+        default_factory=dict
+    )  # the app named on the server's consent page, if not tobira
 
     @property
     def instance(self) -> Instance:
@@ -73,7 +77,11 @@ def display_user(user: dict[str, Any]) -> dict[str, Any]:
 
 
 class SessionCookies:
-    """Seals and opens the session and sign-in cookies; names follow SPEC.md (`__Host-` over https)."""
+    """Seals and opens the session and sign-in cookies; names follow SPEC.md (`__Host-` over https).
+
+    With a `domain` (TOBIRA_COOKIE_DOMAIN) the session cookie is set for that domain, so that forward
+    authentication on its subdomains sees it: then it is `__Secure-tobira` (`__Host-` forbids a Domain).
+    The other cookies stay on tobira's own host."""
 
     def __init__(
         self,
@@ -82,11 +90,16 @@ class SessionCookies:
         secure: bool,
         max_age: int,
         clock: Callable[[], float] = time.time,
+        domain: str | None = None,
     ) -> None:
         self.secure = secure
         self.max_age = max_age
         self.clock = clock
-        self.session_name = "__Host-tobira" if secure else "tobira"
+        self.domain = domain
+        if domain is not None:
+            self.session_name = "__Secure-tobira"
+        else:
+            self.session_name = "__Host-tobira" if secure else "tobira"
         self.pending_name = "__Host-tobira-signin" if secure else "tobira-signin"
         self.recent_name = "__Host-tobira-recent" if secure else "tobira-recent"  # see app.recent
         self._sessions = CookieCodec(secret_keys, "session")
@@ -193,6 +206,9 @@ class SessionCookies:
         return_to: str,
         method: str,
         server: dict[str, Any] | None = None,
+        *,
+        oidc: str = "",
+        app: dict[str, Any] | None = None,
     ) -> PendingSignIn:
         return PendingSignIn(
             session=session,
@@ -203,6 +219,8 @@ class SessionCookies:
             method=method,
             expires_at=self.clock() + PENDING_TTL,
             server=server or {},
+            oidc=oidc,
+            app=app or {},
         )
 
     def read_pending(self, value: str | None) -> list[PendingSignIn]:

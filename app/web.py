@@ -33,7 +33,7 @@ JSON_PREFIXES = ("/api/", "/session", "/lookup")
 # JSON routes that serve tobira's own pages: their error messages are in the page's language.
 PAGE_JSON_PREFIXES = ("/lookup",)
 # Query parameters a language switch link keeps: none of them starts anything or carries a secret.
-KEPT_PARAMETERS = ("return_to",)
+KEPT_PARAMETERS = ("return_to", "rd", "authorization")  # an OpenID request waiting on its page
 
 log = logging.getLogger("tobira")
 
@@ -136,6 +136,9 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
         "languages": language_links(request, localizer.tag),
         "permissions": [localizer.permission(name) for name in settings.permissions],
         "recent": recent.read(request.cookies.get(services.cookies.recent_name), settings.dev_origins),
+        # Pages shown on another site's origin (forward authentication's refusals) load tobira's assets
+        # from tobira's own origin.
+        "asset_base": "",
     }
     response = templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
     response.headers["Content-Language"] = localizer.tag
@@ -209,14 +212,34 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 
 def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
-    """One of tobira's cookies: HttpOnly, SameSite=Lax, for the whole site, Secure over https."""
+    """One of tobira's cookies: HttpOnly, SameSite=Lax, for the whole site, Secure over https; the session
+    cookie for TOBIRA_COOKIE_DOMAIN when one is set."""
     response.set_cookie(
-        name, value, max_age=max_age, path="/", secure=services.cookies.secure, httponly=True, samesite="lax"
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        domain=cookie_domain(services, name),
+        secure=services.cookies.secure,
+        httponly=True,
+        samesite="lax",
     )
 
 
 def delete_cookie(response: Response, services: Services, name: str) -> None:
-    response.delete_cookie(name, path="/", secure=services.cookies.secure, httponly=True, samesite="lax")
+    response.delete_cookie(
+        name,
+        path="/",
+        domain=cookie_domain(services, name),
+        secure=services.cookies.secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def cookie_domain(services: Services, name: str) -> str | None:
+    cookies = services.cookies
+    return cookies.domain if name == cookies.session_name else None
 
 
 def require_same_origin(request: Request, services: Services) -> None:
@@ -250,23 +273,32 @@ EMBEDDABLE_HEADERS = [
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
+def content_security_policy(instance_sources: str, form_targets: str = "", own_origin: str = "") -> str:
+    """The pages' Content-Security-Policy. Instances' icons and avatars are shown, and the sign-in form's 303
+    goes to an instance: browsers apply form-action to that redirect too (and to an OpenID page's redirect
+    to the app, named in `form_targets`). `own_origin` (tobira's) is for pages a reverse proxy shows on
+    another site's origin, which load tobira's assets from there."""
+    own = f" {own_origin}" if own_origin else ""
+    return "; ".join(
+        [
+            f"default-src 'self'{own}",
+            f"img-src 'self'{own} data: {instance_sources}",
+            f"form-action 'self' {instance_sources} {form_targets}".rstrip(),
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ]
+    )
+
+
 class SecurityHeaders:
     """Adds the headers every answer carries; pages also get a strict Content-Security-Policy."""
 
-    def __init__(self, app: ASGIApp, *, instance_sources: str, hsts: bool) -> None:
+    def __init__(self, app: ASGIApp, *, instance_sources: str, hsts: bool, own_origin: str = "") -> None:
+        """`own_origin`: tobira's, for pages a proxy shows on another origin (they load its assets)."""
         self.app = app
-        # Instances' icons and avatars are shown, and the sign-in form's 303 goes to an instance:
-        # browsers apply form-action to that redirect too.
-        csp = "; ".join(
-            [
-                "default-src 'self'",
-                f"img-src 'self' data: {instance_sources}",
-                f"form-action 'self' {instance_sources}",
-                "frame-ancestors 'none'",
-                "base-uri 'none'",
-                "object-src 'none'",
-            ]
-        )
+        self.instance_sources = instance_sources
+        csp = content_security_policy(instance_sources, own_origin=own_origin)
         self.headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
@@ -282,7 +314,13 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), *self.headers]
+                own = list(message.get("headers", ()))
+                # A page with a policy of its own (an OpenID page naming the app's origin) keeps it.
+                mine = any(name.lower() == b"content-security-policy" for name, _ in own)
+                headers = [
+                    *own,
+                    *(h for h in self.headers if not (mine and h[0] == b"content-security-policy")),
+                ]
                 if not any(name == b"referrer-policy" for name, _ in headers):
                     headers.append(DEFAULT_REFERRER_POLICY)
                 if scope["path"] in EMBEDDABLE_PATHS:

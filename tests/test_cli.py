@@ -90,6 +90,7 @@ def test_every_option_has_help() -> None:
         ("demo", "--host"),
         ("demo", "--port"),
         ("demo", "--standin-port"),
+        ("hash-secret", "--generate"),
         ("serve", "--host"),
         ("serve", "--port"),
         ("serve", "--workers"),

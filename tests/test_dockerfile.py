@@ -112,7 +112,8 @@ def command() -> list[str]:
 
 
 def test_runs_tobira_serve_with_workers_from_the_environment() -> None:
-    # `tobira serve` keeps uvicorn's access log off (tests/test_replicas.py runs this very command).
+    # `tobira serve` keeps uvicorn's access log off and leaves X-Forwarded-* to tobira
+    # (tests/test_replicas.py runs this very command).
     assert command() == [
         "sh",
         "-c",

@@ -1917,3 +1917,252 @@ def test_control_a_body_exactly_at_the_cap_is_forwarded(
     answer = call_api(tobira, alice.cookie, "notes/create", body)
     assert answer.status_code != 413
     assert len(standin.state.calls) == calls + 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forward authentication: return URLs toward other domains, forwarded headers from untrusted addresses
+
+DOMAIN_PUBLIC_URL = "https://auth.example.com"
+TRUSTED_PROXY = "127.0.0.77"  # the only address whose X-Forwarded-* headers the domain deployment believes
+SIGN_IN = DOMAIN_PUBLIC_URL + "/login"
+
+
+@pytest.fixture(scope="module")
+def domain_tobira(
+    tmp_path_factory: pytest.TempPathFactory, standin: RunningStandin
+) -> Iterator[TobiraProcess]:
+    """A deployment with a cookie domain and access rules, reached over plain http on loopback."""
+    folder = tmp_path_factory.mktemp("domain")
+    rules = folder / "rules.toml"
+    rules.write_text(
+        f'[[rules]]\nhosts = ["app.example.com"]\nusers = ["alice@{STANDIN_HOST}:{standin.port}"]\n'
+    )
+    server = start_tobira(
+        folder,
+        TOBIRA_PUBLIC_URL=DOMAIN_PUBLIC_URL,
+        TOBIRA_SECRET_KEYS=KEY_2,  # another deployment than the module's `tobira`
+        TOBIRA_DEV_INSTANCES=standin.url,
+        TOBIRA_COOKIE_DOMAIN="example.com",
+        TOBIRA_ACCESS_RULES=str(rules),
+        TOBIRA_PERMISSIONS="",
+        FORWARDED_ALLOW_IPS=TRUSTED_PROXY,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy_client() -> Iterator[httpx.Client]:
+    """Requests from the trusted proxy's address."""
+    transport = httpx.HTTPTransport(local_address=TRUSTED_PROXY)
+    with httpx.Client(timeout=20, transport=transport) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def domain_alice(domain_tobira: TobiraProcess, standin: RunningStandin) -> str:
+    """alice's `__Secure-tobira` cookie on the domain deployment (signed in as a browser would)."""
+    with httpx.Client(timeout=20, verify=TLS) as client:
+        browser = Browser(domain_tobira.url, standin, client, origin=DOMAIN_PUBLIC_URL)
+        started = browser.start()
+        signin = set_cookies(started)["__Host-tobira-signin"][0]
+        callback = urlsplit(browser.approve(started.headers["location"]))
+        finished = web().get(
+            f"{domain_tobira.url}/callback?{callback.query}",
+            headers={"Cookie": f"__Host-tobira-signin={signin}"},
+        )
+        value, attributes = set_cookies(finished)["__Secure-tobira"]
+        assert attributes["domain"] == "example.com" and "secure" in attributes
+        return value
+
+
+RETURN_URL_ROWS = [
+    ("other-domain", "https://evil.example/", "/"),
+    ("cookie-domain-as-a-prefix", "https://example.com.evil.example/", "/"),
+    ("cookie-domain-as-a-suffix-of-a-label", "https://evilexample.com/", "/"),
+    ("userinfo-names-the-domain", "https://app.example.com@evil.example/", "/"),
+    ("userinfo-with-port", "https://app.example.com:443@evil.example/", "/"),
+    ("backslash-before-at", "https://evil.example\\@app.example.com/", "/"),
+    ("backslash-authority", "https:\\\\app.example.com/", "/"),
+    ("domain-in-fragment", "https://evil.example#.example.com", "/"),
+    ("domain-in-query", "https://evil.example?.example.com", "/"),
+    ("domain-in-path", "https://evil.example/.example.com", "/"),
+    ("encoded-at", "https://app.example.com%40evil.example/", "/"),
+    ("encoded-slash-in-host", "https://evil.example%2F.example.com/", "/"),
+    ("encoded-letter-in-host", "https://app.exam%70le.com/", "/"),
+    ("plain-http", "http://app.example.com/", "/"),
+    ("protocol-relative", "//app.example.com/", "/"),
+    ("upper-case-scheme", "HTTPS://app.example.com/", "/"),
+    ("upper-case-host", "https://APP.example.com/", "/"),
+    ("trailing-dot", "https://app.example.com./", "/"),
+    ("ip-address", "https://127.0.0.1/", "/"),
+    ("ideographic-full-stop", "https://app.example\u3002com/", "/"),
+    ("full-width-host", "https://\uff41pp.example.com/", "/"),
+    ("punycode-look-alike", "https://app.xn--exmple-cua.com/", "/"),
+    ("tab-in-host", "https://app.exa\tmple.com/", "/"),
+    ("space-after-host", "https://app.example.com /", "/"),
+    ("double-slash-path", "https://app.example.com//evil.example", "/"),
+    ("encoded-double-slash-path", "https://app.example.com/%2F%2Fevil.example", "/"),
+    ("backslash-path", "https://app.example.com/\\evil.example", "/"),
+    ("port-zero", "https://app.example.com:0/", "/"),
+    ("port-too-large", "https://app.example.com:70000/", "/"),
+    ("javascript", "javascript://app.example.com/%0Aalert(1)", "/"),
+    ("header-injection", "https://app.example.com/\r\nSet-Cookie: x=1", "/"),
+    ("over-long", "https://app.example.com/" + "a" * 3000, "/"),
+    # What the domain is for: kept as it is.
+    ("control-subdomain", "https://app.example.com/page?x=1#top", "https://app.example.com/page?x=1#top"),
+    ("control-the-domain-itself", "https://example.com", "https://example.com"),
+    ("control-deeper-with-port", "https://a.b.example.com:8443/x", "https://a.b.example.com:8443/x"),
+    ("control-path-on-tobira", "/dashboard", "/dashboard"),
+]
+RETURN_URL_PARAMS = [pytest.param(v, e, id=name) for name, v, e in RETURN_URL_ROWS]
+
+
+@pytest.mark.parametrize("parameter", ["return_to", "rd"])
+@pytest.mark.parametrize(("value", "expected"), RETURN_URL_PARAMS)
+def test_return_url_in_the_login_form_stays_on_the_cookie_domain(
+    domain_tobira: TobiraProcess, parameter: str, value: str, expected: str
+) -> None:
+    page = web().get(f"{domain_tobira.url}/login", params={parameter: value})
+    assert page.status_code == 200
+    found = re.search(r'name="return_to" value="([^"]*)"', page.text)
+    assert found is not None
+    assert html.unescape(found[1]) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), RETURN_URL_PARAMS)
+def test_return_url_after_sign_in_stays_on_the_cookie_domain(
+    domain_tobira: TobiraProcess, standin: RunningStandin, value: str, expected: str
+) -> None:
+    with httpx.Client(timeout=20, verify=TLS) as client:
+        browser = Browser(domain_tobira.url, standin, client, origin=DOMAIN_PUBLIC_URL)
+        started = browser.start(return_to=value)
+        signin = set_cookies(started)["__Host-tobira-signin"][0]
+        callback = urlsplit(browser.approve(started.headers["location"]))
+        finished = web().get(
+            f"{domain_tobira.url}/callback?{callback.query}",
+            headers={"Cookie": f"__Host-tobira-signin={signin}"},
+        )
+    assert finished.status_code == 303
+    assert finished.headers["location"] == expected
+
+
+APP_VISIT = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/p"}
+FORWARDED_ROWS = [
+    ("host-on-another-domain", {**APP_VISIT, "X-Forwarded-Host": "evil.example"}, SIGN_IN),
+    (
+        "host-with-domain-as-prefix",
+        {**APP_VISIT, "X-Forwarded-Host": "app.example.com.evil.example"},
+        SIGN_IN,
+    ),
+    ("host-with-userinfo", {**APP_VISIT, "X-Forwarded-Host": "app.example.com@evil.example"}, SIGN_IN),
+    ("host-with-path", {**APP_VISIT, "X-Forwarded-Host": "evil.example/app.example.com"}, SIGN_IN),
+    (
+        "first-of-a-list-elsewhere",
+        {**APP_VISIT, "X-Forwarded-Host": "evil.example, app.example.com"},
+        SIGN_IN,
+    ),
+    ("plain-http", {**APP_VISIT, "X-Forwarded-Proto": "http"}, SIGN_IN),
+    ("other-scheme", {**APP_VISIT, "X-Forwarded-Proto": "javascript"}, SIGN_IN),
+    ("uri-protocol-relative", {**APP_VISIT, "X-Forwarded-Uri": "//evil.example/"}, SIGN_IN),
+    ("uri-backslash", {**APP_VISIT, "X-Forwarded-Uri": "/\\evil.example"}, SIGN_IN),
+    ("uri-without-slash", {**APP_VISIT, "X-Forwarded-Uri": "@evil.example"}, SIGN_IN),
+    ("uri-encoded-slashes", {**APP_VISIT, "X-Forwarded-Uri": "/%2F%2Fevil.example"}, SIGN_IN),
+    ("original-url-elsewhere", {"X-Original-URL": "https://evil.example/"}, SIGN_IN),
+    ("original-url-userinfo", {"X-Original-URL": "https://app.example.com@evil.example/"}, SIGN_IN),
+    (
+        "control-on-the-domain",
+        APP_VISIT,
+        SIGN_IN + "?return_to=https%3A%2F%2Fapp.example.com%2Fp",
+    ),
+    (
+        "control-original-url",
+        {"X-Original-URL": "https://app.example.com/q?a=1"},
+        SIGN_IN + "?return_to=https%3A%2F%2Fapp.example.com%2Fq%3Fa%3D1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "location"), [pytest.param(h, loc, id=name) for name, h, loc in FORWARDED_ROWS]
+)
+def test_forward_auth_sends_the_signed_out_back_only_to_the_cookie_domain(
+    domain_tobira: TobiraProcess, proxy_client: httpx.Client, headers: dict[str, str], location: str
+) -> None:
+    answer = proxy_client.get(domain_tobira.url + "/auth/forward", headers=headers)
+    assert answer.status_code == 302
+    assert answer.headers["location"] == location
+    nginx = proxy_client.get(domain_tobira.url + "/auth/request", headers=headers)
+    assert nginx.status_code == 401
+    assert nginx.headers["location"] == location
+
+
+UNTRUSTED_ROWS = [
+    ("forwarded-host", APP_VISIT),
+    ("original-url", {"X-Original-URL": "https://app.example.com/"}),
+    ("claims-to-be-the-proxy", {**APP_VISIT, "X-Forwarded-For": TRUSTED_PROXY}),
+    ("claims-forwarded-header", {**APP_VISIT, "Forwarded": f"for={TRUSTED_PROXY};host=app.example.com"}),
+    ("claims-real-ip", {**APP_VISIT, "X-Real-IP": TRUSTED_PROXY}),
+]
+
+
+@pytest.mark.parametrize(("headers"), [pytest.param(h, id=name) for name, h in UNTRUSTED_ROWS])
+def test_forwarded_headers_from_an_untrusted_address_name_no_host(
+    domain_tobira: TobiraProcess,
+    standin: RunningStandin,
+    proxy_client: httpx.Client,
+    domain_alice: str,
+    headers: dict[str, str],
+) -> None:
+    cookie = {"Cookie": f"__Secure-tobira={domain_alice}"}
+    # From the trusted proxy, alice may visit app.example.com…
+    for path in ("/auth/request", "/auth/forward"):
+        trusted = proxy_client.get(domain_tobira.url + path, headers={**headers, **cookie})
+        assert trusted.status_code == 200
+        assert trusted.headers["remote-user"] == f"alice@{STANDIN_HOST}:{standin.port}"
+        # …from anywhere else the same headers name no host, and the rules let nobody through.
+        untrusted = web().get(domain_tobira.url + path, headers={**headers, **cookie})
+        assert untrusted.status_code == 403
+        assert "remote-user" not in untrusted.headers
+    # Signed out, the sign-in does not come back to a URL an untrusted client named.
+    signed_out = web().get(domain_tobira.url + "/auth/forward", headers=headers)
+    assert signed_out.status_code == 302
+    assert signed_out.headers["location"] == SIGN_IN
+
+
+def test_a_session_cookie_of_another_deployment_passes_nowhere(
+    domain_tobira: TobiraProcess, proxy_client: httpx.Client, alice: Account
+) -> None:
+    """The module's other tobira (other keys) sealed this cookie: here it is no session, by either name."""
+    for name in ("__Secure-tobira", "tobira"):
+        answer = proxy_client.get(
+            domain_tobira.url + "/auth/request", headers={**APP_VISIT, "Cookie": f"{name}={alice.cookie}"}
+        )
+        assert answer.status_code == 401
+
+
+def test_a_signed_out_domain_cookie_passes_nowhere(
+    domain_tobira: TobiraProcess, standin: RunningStandin, proxy_client: httpx.Client
+) -> None:
+    with httpx.Client(timeout=20, verify=TLS) as client:
+        browser = Browser(domain_tobira.url, standin, client, origin=DOMAIN_PUBLIC_URL)
+        started = browser.start()
+        signin = set_cookies(started)["__Host-tobira-signin"][0]
+        callback = urlsplit(browser.approve(started.headers["location"]))
+        finished = web().get(
+            f"{domain_tobira.url}/callback?{callback.query}",
+            headers={"Cookie": f"__Host-tobira-signin={signin}"},
+        )
+    cookie = {"Cookie": f"__Secure-tobira={set_cookies(finished)['__Secure-tobira'][0]}"}
+    assert (
+        proxy_client.get(domain_tobira.url + "/auth/request", headers={**APP_VISIT, **cookie}).status_code
+        == 200
+    )
+    logout = web().post(domain_tobira.url + "/logout", headers={"Origin": DOMAIN_PUBLIC_URL, **cookie})
+    assert logout.status_code == 303
+    value, attributes = set_cookies(logout)["__Secure-tobira"]
+    assert value in ("", '""') and attributes["domain"] == "example.com"
+    assert (
+        proxy_client.get(domain_tobira.url + "/auth/request", headers={**APP_VISIT, **cookie}).status_code
+        == 401
+    )

@@ -31,6 +31,11 @@ SECRET = "TOKENq7Zr4Wm9Pk2Ls8Dv5Nb3Xy6Ab1Cd"
         (f"Authorization: Bearer {SECRET}", f"Authorization: Bearer {REDACTED}"),
         (f"cookie: tobira={SECRET}; other=1", f"cookie: tobira={REDACTED}; other=1"),
         (f"__Host-tobira-signin={SECRET}", f"__Host-tobira-signin={REDACTED}"),
+        (
+            f"/oidc/logout?id_token_hint={SECRET}&state={SECRET}",
+            f"/oidc/logout?id_token_hint={REDACTED}&state={REDACTED}",
+        ),
+        (f'{{"misskey_access_token": "{SECRET}"}}', f'{{"misskey_access_token": "{REDACTED}"}}'),
         # Not secrets: kept as they are.
         ("/login?instance=misskey.io&return_to=/", "/login?instance=misskey.io&return_to=/"),
         ("signed in with misskey.io", "signed in with misskey.io"),

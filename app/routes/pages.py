@@ -18,6 +18,7 @@ from app.account import current_session
 from app.answers import Health, ServerPreview
 from app.errors import InvalidInstance
 from app.hosts import parse_instance
+from app.oidc.handoff import consented_apps
 from app.signin.flow import allowed_instance
 from app.software import display_name
 from app.web import JSONResponse, ServicesDep, render_page, require_same_origin
@@ -35,7 +36,8 @@ async def healthz() -> JSONResponse:
 async def index(request: Request, services: ServicesDep) -> Response:
     session = await current_session(services, request.cookies)
     software = display_name(session.server.get("software")) if session else None
-    return render_page(request, "index.html", session=session, software_name=software)
+    apps = await consented_apps(services, session)
+    return render_page(request, "index.html", session=session, software_name=software, apps=apps)
 
 
 @router.get("/signed-out")

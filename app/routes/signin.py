@@ -7,6 +7,7 @@ the browser's encrypted cookie, a finished sign-in becomes tobira's session (`ap
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -17,12 +18,13 @@ from app import ratelimit, recent
 from app.account import begin_session, current_session
 from app.csrf import started_here
 from app.errors import InstanceError, NoInstanceTyped, TobiraError
+from app.oidc.handoff import answer_sign_in
 from app.redirects import safe_return_to
 from app.services import Services
 from app.session import PENDING_TTL, PendingSignIn
 from app.signin import oauth2
 from app.signin.flow import CLIENT_PATH
-from app.signin.methods import Method
+from app.signin.methods import Identity, Method
 from app.web import ServicesDep, delete_cookie, error_response, render_page, require_same_origin, set_cookie
 
 router = APIRouter()
@@ -36,7 +38,10 @@ async def login_form(
     services: ServicesDep,
     instance: Annotated[str | None, Query(max_length=2048)] = None,
     return_to: str | None = None,
+    rd: str | None = None,
 ) -> Response:
+    """`rd` is `return_to` under the name other forward-auth gateways use for it."""
+    return_to = return_to if return_to is not None else rd
     if instance and started_here(request.headers, services.settings.public_origin, method="GET"):
         return await start(request, services, instance, return_to)
     return login_page(request, instance or "", return_to)
@@ -53,9 +58,14 @@ async def login_submit(
         return login_page(request, instance, return_to)
     if not instance.strip():
         return error_response(
-            request, NoInstanceTyped(), instance_text="", return_to=safe_return_to(return_to)
+            request, NoInstanceTyped(), instance_text="", return_to=return_target(services, return_to)
         )
     return await start(request, services, instance, return_to)
+
+
+def return_target(services: Services, return_to: str | None) -> str:
+    """Where the person goes after sign-in: `return_to` when safe (SPEC: on tobira, or the cookie domain)."""
+    return safe_return_to(return_to, services.settings.cookie_domain)
 
 
 def login_page(request: Request, instance_text: str, return_to: str | None) -> Response:
@@ -66,7 +76,7 @@ def login_page(request: Request, instance_text: str, return_to: str | None) -> R
     return render_page(
         request,
         "login.html",
-        return_to=safe_return_to(return_to),
+        return_to=return_target(request.app.state.services, return_to),
         instance_text=instance_text,
         confirm=bool(instance_text),
     )
@@ -74,7 +84,7 @@ def login_page(request: Request, instance_text: str, return_to: str | None) -> R
 
 async def start(request: Request, services: Services, text: str, return_to: str | None) -> Response:
     """Everything between the form and the 303 to the server's consent page."""
-    return_path = safe_return_to(return_to)
+    return_path = return_target(services, return_to)
     try:
         # Per client, so that nobody turns tobira into a scanner of other hosts.
         await ratelimit.limit(services, request, "login", services.settings.login_rate_limit)
@@ -130,11 +140,26 @@ async def finish(
         again = {"instance_text": match.host, "return_to": match.return_to}
         response = error_response(request, error, sign_in_again=isinstance(error, InstanceError), **again)
         return callback_answer(keep_pending(response, services, rest))
-    value = await begin_session(services, identity, await current_session(services, request.cookies))
-    response = RedirectResponse(match.return_to, status_code=303)
-    set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
+    try:
+        location, value = await destination(services, match, identity, request.cookies)
+    except TobiraError as error:
+        return callback_answer(keep_pending(error_response(request, error), services, rest))
+    response = RedirectResponse(location, status_code=303)
+    if value is not None:
+        set_cookie(response, services, cookies.session_name, value, services.settings.session_max_age)
     remember_server(request, response, services, match)
     return callback_answer(keep_pending(response, services, rest))
+
+
+async def destination(
+    services: Services, match: PendingSignIn, identity: Identity, cookies: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """What a finished sign-in becomes: (where the browser goes, the new session cookie's value or None).
+    tobira's own session, back to `return_to`; or, for an app's OpenID request, a code for the app."""
+    previous = await current_session(services, cookies)
+    if match.oidc:
+        return await answer_sign_in(services, match, identity, previous)
+    return match.return_to, await begin_session(services, identity, previous)
 
 
 def callback_answer(response: Response) -> Response:
@@ -168,7 +193,7 @@ async def forget_recent(
 ) -> Response:
     """The form's "Forget these": this browser's list of recent servers is dropped."""
     require_same_origin(request, services)
-    location = "/login?" + urlencode({"return_to": safe_return_to(return_to)})
+    location = "/login?" + urlencode({"return_to": return_target(services, return_to)})
     response = RedirectResponse(location, status_code=303)
     delete_cookie(response, services, services.cookies.recent_name)
     return response

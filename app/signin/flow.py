@@ -92,23 +92,44 @@ class SignInFlow:
         self._ledger = ledger
         self._discovery = discovery
         self._cookies = cookies
+        self._client = client
         origin = settings.public_origin
         app = AppIdentity(settings.app_name, settings.app_icon, tuple(settings.permissions))
         self.oauth2 = OAuth2(client, ledger, app, origin + CLIENT_PATH, origin + OAuth2.callback_path)
-        methods: list[SignInMethod] = [
-            MiAuth(client, app, origin + MiAuth.callback_path),
-            Legacy(client, ledger, app, origin + Legacy.callback_path),
-            self.oauth2,
-        ]
+        methods: list[SignInMethod] = [*self._named(app), self.oauth2]
         self._methods = {method.name: method for method in methods}
 
-    async def start(self, text: str, return_to: str) -> tuple[PendingSignIn, str]:
+    def _named(self, app: AppIdentity) -> list[SignInMethod]:
+        """The methods that show `app`'s own name on the server's consent page (OAuth 2.0 cannot: the server
+        reads the name from tobira's client document)."""
+        origin = self._settings.public_origin
+        return [
+            MiAuth(self._client, app, origin + MiAuth.callback_path),
+            Legacy(self._client, self._ledger, app, origin + Legacy.callback_path),
+        ]
+
+    def _methods_for(self, app: AppIdentity | None) -> dict[Method, SignInMethod]:
+        return self._methods if app is None else {method.name: method for method in self._named(app)}
+
+    async def start(
+        self,
+        text: str,
+        return_to: str,
+        *,
+        app: AppIdentity | None = None,
+        oidc: str = "",
+        instances: Sequence[str] = (),
+    ) -> tuple[PendingSignIn, str]:
         """The sign-in that `text` names: (the pending sign-in to bind to the browser, the consent URL).
 
+        `app` signs in as another app than tobira (its name on the consent page, its permissions), `oidc` is
+        the OpenID authorization request the sign-in answers, `instances` further limits the servers.
         Raises InvalidInstance, InstanceNotAllowed, MiAuthUnsupported and the InstanceError subclasses."""
         instance = allowed_instance(self._settings, text)
+        if instances and not host_matches(instance.host, instances):
+            raise InstanceNotAllowed()
         info = await self._discovery.lookup(instance)
-        method = self._methods[self.choose(info)]
+        method = self._methods_for(app)[self.choose(info, named=app is not None)]
         start = await method.start(instance, info)
         shown = {
             "software": info.software,
@@ -116,13 +137,19 @@ class SignInFlow:
             "name": info.name,
         }
         server = {key: value[:MAX_SHOWN] if value else value for key, value in shown.items()}
-        pending = self._cookies.new_pending(instance, start.session, return_to, method.name, server)
+        named = (
+            {} if app is None else {"name": app.name, "icon": app.icon, "permissions": list(app.permissions)}
+        )
+        pending = self._cookies.new_pending(
+            instance, start.session, return_to, method.name, server, oidc=oidc, app=named
+        )
         log.info("sign-in started with %s (%s)", instance.host, method.name)
         return pending, start.location
 
-    def choose(self, info: ServerInfo) -> Method:
+    def choose(self, info: ServerInfo, *, named: bool = False) -> Method:
+        allowed = [name for name in self._settings.auth_methods if not (named and name == Method.OAUTH2)]
         return choose_method(
-            self._settings.auth_methods,
+            allowed,
             miauth_supported=info.miauth,
             oauth2_supported=info.oauth2 is not None,
             software=info.software,
@@ -155,9 +182,13 @@ class SignInFlow:
         if not await self._ledger.claim_check(instance.origin, pending.session):
             raise SignInFinished()
         method = Method(pending.method)
-        approval = await self._methods[method].finish(instance, pending.session, params)
+        app = None
+        if pending.app:
+            shown = pending.app
+            app = AppIdentity(shown["name"], shown.get("icon"), tuple(shown.get("permissions", ())))
+        approval = await self._methods_for(app)[method].finish(instance, pending.session, params)
         if approval is None:
             raise SignInNotApproved()
         log.info("signed in with %s", instance.host)
-        permissions = tuple(self._settings.permissions)
+        permissions = tuple(self._settings.permissions) if app is None else app.permissions
         return Identity(instance, approval.user, approval.token, method, permissions, dict(pending.server))
