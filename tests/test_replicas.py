@@ -3,8 +3,10 @@ between them (`deploy/nginx/`, see `tests.nginx_support`), on the SQLite store (
 Redis; and `tobira serve --workers` run exactly as the container image runs it.
 
 nginx adds `X-Upstream` (which tobira answered) for these tests, so each assertion says which process did
-what: a sign-in started on one finishes on the other, a sign-out on one is refused by both, a stream open
-on one is closed when the session ends on the other, and rate limits and one-time checks are counted once.
+what: a sign-in started on one finishes on the other (MiAuth, legacy, OAuth 2.0, and an OpenID code made on
+one and redeemed on the other), a sign-out on one is refused by both (the session, the proxy, forward
+authentication), a stream open on one is closed when the session ends on the other, and rate limits, the
+one-shot check and OpenID codes are counted once.
 Each browser connects from its own loopback address, which nginx passes on as X-Forwarded-For, so rate
 limits count each test's requests apart.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -33,6 +36,7 @@ from websockets.typing import Origin
 from app.standin import RunningStandin
 from tests.conftest import REDIS_URL, ROOT, STANDIN_HOST, Browser, TobiraProcess, free_port, start_tobira
 from tests.nginx_support import run_nginx
+from tests.oidc_support import clients_file, code_flow, pkce
 from tests.test_dockerfile import command as image_command
 from tests.test_legacy import approve as legacy_approve
 from tests.test_oauth2 import decide
@@ -89,6 +93,7 @@ def replicas(
         "TOBIRA_AUTH_METHODS": "oauth2,miauth,legacy",
         "TOBIRA_PERMISSIONS": "read:account,write:notes",
         "TOBIRA_LOGIN_RATE_LIMIT": str(LOGIN_LIMIT),
+        "TOBIRA_OIDC_CLIENTS": str(clients_file(directory, "http://127.0.0.1:9")),
     }
     processes = []
     for number in (1, 2):
@@ -276,6 +281,57 @@ async def test_a_stream_on_one_closes_within_30_s_of_a_sign_out_on_the_other(
         assert time.monotonic() - started <= ENDED_CHECK_SECONDS + 2
 
 
+APP = {"X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/page"}
+
+
+def test_forward_authentication_answers_alike_on_both_and_honours_a_sign_out(
+    new_browser: Callable[[RunningStandin], Browser], standin: RunningStandin
+) -> None:
+    browser = new_browser(standin)
+    browser.sign_in("alice")
+    passes = [browser.client.get(browser.tobira + "/auth/request", headers=APP) for _ in range(2)]
+    assert [answer.status_code for answer in passes] == [200, 200]
+    assert {answer.headers["remote-user"] for answer in passes} == {f"alice@{STANDIN_HOST}:{standin.port}"}
+    assert len({upstream(answer) for answer in passes}) == 2
+    cookie = browser.client.cookies["tobira"]
+    assert browser.post_form("/logout", {}).status_code == 303
+    replay = new_browser(standin)
+    replay.client.cookies.set("tobira", cookie)
+    refused = [replay.client.get(replay.tobira + "/auth/request", headers=APP) for _ in range(2)]
+    assert [answer.status_code for answer in refused] == [401, 401]
+    assert len({upstream(answer) for answer in refused}) == 2
+
+
+SPA_CB = "http://127.0.0.1:9/spa/cb"  # the public client of tests.oidc_support.clients_file
+
+
+def test_an_openid_code_made_on_one_is_redeemed_once_for_both(
+    new_browser: Callable[[RunningStandin], Browser], standin: RunningStandin
+) -> None:
+    browser = new_browser(standin)
+    verifier, challenge = pkce()
+    code = code_flow(browser, "spa", SPA_CB, code_challenge=challenge, code_challenge_method="S256")["code"]
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": "spa",
+        "redirect_uri": SPA_CB,
+        "code_verifier": verifier,
+    }
+    with ThreadPoolExecutor(2) as pool:  # the same code at both processes at once
+        answers = list(
+            pool.map(lambda _: browser.client.post(browser.tobira + "/oidc/token", data=form), [1, 2])
+        )
+    assert sorted(answer.status_code for answer in answers) == [200, 400], [a.text for a in answers]
+    assert len({upstream(answer) for answer in answers}) == 2
+    assert "id_token" in next(answer for answer in answers if answer.status_code == 200).json()
+    assert next(answer for answer in answers if answer.status_code == 400).json()["error"] == "invalid_grant"
+    # Both sign with the same keys, kept in the store.
+    keys = [browser.client.get(browser.tobira + "/oidc/jwks") for _ in range(2)]
+    assert len({upstream(answer) for answer in keys}) == 2
+    assert keys[0].json() == keys[1].json()
+
+
 # `tobira serve --workers`, as the image runs it.
 
 
@@ -315,10 +371,13 @@ def test_the_image_command_runs_workers_that_share_one_store(tmp_path: Path, sta
         )
     try:
         deadline = time.monotonic() + 30
-        while len([child for child in children(process.pid) if is_worker(child)]) < 3 or not answers(url):
+        while log.read_text().count("Application startup complete.") < 3 or not answers(url):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
+        workers = {int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", log.read_text())}
+        assert len(workers) == 3
+        assert workers <= set(children(process.pid))  # three processes of the one tobira serve
         # No keep-alive: every request is a new connection, which any of the three workers may accept.
         with httpx.Client(timeout=20, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             browser = Browser(url, standin, client)
@@ -341,14 +400,6 @@ def test_the_image_command_runs_workers_that_share_one_store(tmp_path: Path, sta
             process.kill()
     output = log.read_text()
     assert output.startswith(f"tobira: listening on {url}, 3 worker processes (Ctrl+C to stop)\n"), output
-    assert output.count("Started server process") == 3, output
-
-
-def is_worker(pid: int) -> bool:
-    try:
-        return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def answers(url: str) -> bool:
