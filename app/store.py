@@ -98,10 +98,7 @@ def open_store(url: str, *, clock: Clock = time.time, namespace: str = "tobira")
     the URL, which may hold a password. Redis connects lazily, on the first command; SQLite opens the file
     now and raises `sqlite3.Error` if it cannot.
     """
-    try:
-        scheme = urlsplit(url).scheme.lower()
-    except ValueError:  # an unclosed IPv6 bracket: the scheme is still what comes before "://"
-        scheme = url.partition("://")[0].lower()
+    scheme = _scheme(url)
     if scheme == "sqlite":
         return SQLiteStore(_sqlite_path(url), clock=clock)
     if scheme in ("redis", "rediss", "unix"):
@@ -113,7 +110,36 @@ def open_store(url: str, *, clock: Clock = time.time, namespace: str = "tobira")
     if scheme == "redis+sentinel":
         primary, sentinels = _sentinel_clients(parse_sentinel_url(url))
         return RedisStore(primary, namespace=namespace, also_close=sentinels)
-    raise ValueError(
+    raise ValueError(_unsupported(scheme))
+
+
+def store_url_problem(url: str) -> str | None:
+    """What `open_store` would refuse in `url` (said without repeating it), or None; opens nothing.
+
+    For the configuration's check, so that a bad URL stops start-up once, before any worker starts.
+    """
+    scheme = _scheme(url)
+    try:
+        if scheme == "sqlite":
+            _sqlite_path(url)
+        elif scheme == "redis+sentinel":
+            parse_sentinel_url(url)
+        elif scheme not in ("redis", "rediss", "unix"):
+            return _unsupported(scheme)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:  # an unclosed IPv6 bracket: the scheme is still what comes before "://"
+        return url.partition("://")[0].lower()
+
+
+def _unsupported(scheme: str) -> str:
+    return (
         f"unsupported store URL scheme {scheme!r}: use sqlite:///path.db, redis://, rediss://, unix:// or"
         " redis+sentinel://"
     )

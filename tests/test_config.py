@@ -103,3 +103,40 @@ def test_the_data_folder_is_the_users_not_the_working_directorys(
     settings = load_settings(secret_keys=[KEY])
     assert settings.data_dir == tmp_path / "xdg" / "tobira"
     assert settings.resolved_store_url == f"sqlite:///{tmp_path / 'xdg' / 'tobira' / 'tobira.sqlite3'}"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://tobira:hunter2@db/tobira", "TOBIRA_STORE_URL: unsupported store URL scheme 'mysql'"),
+        ("redis+sentinel://:hunter2@s1:26379,s2:26379", "TOBIRA_STORE_URL: a Sentinel store URL is redis+"),
+        ("redis+sentinel://:hunter2@s1:x/tobira", "TOBIRA_STORE_URL: a Sentinel store URL is redis+"),
+        ("sqlite://hunter2/store.db", "TOBIRA_STORE_URL: an SQLite store URL is sqlite:///"),
+    ],
+    ids=["other-database", "sentinel-without-service", "sentinel-bad-port", "sqlite-with-host"],
+)
+def test_a_bad_store_url_is_a_start_up_problem_that_hides_the_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("TOBIRA_STORE_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(problem)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pw@127.0.0.1:6379/0",
+        "rediss://redis.internal/1",
+        "unix:///run/redis.sock",
+        "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379,10.0.0.3/tobira/2",
+    ],
+)
+def test_store_urls_are_checked_without_connecting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    monkeypatch.setenv("TOBIRA_STORE_URL", url)
+    assert load_settings(data_dir=tmp_path).resolved_store_url == url
