@@ -20,6 +20,7 @@ import json
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -233,6 +234,15 @@ class Redirector:
     @property
     def requests(self) -> list[tuple[str, str]]:
         return self._server.requests
+
+    def settle(self, quiet: float = 0.1, limit: float = 5.0) -> None:
+        """Wait until no request has arrived for `quiet` seconds (at most `limit`): requests a test's
+        tobira had already sent when it gave up (discovery's side requests) land before the next test."""
+        deadline = time.monotonic() + limit
+        seen = -1
+        while time.monotonic() < deadline and seen != len(self._server.requests):
+            seen = len(self._server.requests)
+            time.sleep(quiet)
 
     def close(self) -> None:
         self._server.shutdown()
