@@ -61,10 +61,13 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request as r; r.build_opener(r.ProxyHandler({})).open('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# --no-access-log: uvicorn's access log writes every request's URL, and /callback's query carries the
-# MiAuth session id, which (until it is used) is the one-time ticket to the user's token. tobira's own
-# log never contains secrets; request logging belongs to it, not to uvicorn.
-# --no-proxy-headers: tobira itself believes X-Forwarded-* only from the addresses in FORWARDED_ALLOW_IPS
-# (default: 127.0.0.1; set it to your reverse proxy's address), and forward authentication must know which
-# address actually connected, which uvicorn's own handling would overwrite.
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--no-access-log"]
+# `tobira serve` checks the configuration once, then runs TOBIRA_WORKERS worker processes (one per core
+# is a good start) on port 8000; they share state through TOBIRA_STORE_URL. Like uvicorn's
+# --no-access-log, it keeps uvicorn's access log off: it would write every request's URL, and /callback's
+# query carries the MiAuth session id, which (until it is used) is the one-time ticket to the user's
+# token. tobira's own log never contains secrets. Like --no-proxy-headers, it leaves X-Forwarded-* to
+# tobira, which believes them only from the addresses in FORWARDED_ALLOW_IPS (default: 127.0.0.1; set it
+# to your reverse proxy's address): forward authentication must know which address actually connected.
+# The shell only reads the variable: `exec` leaves tobira as PID 1, receiving SIGTERM itself.
+ENV TOBIRA_WORKERS=1
+CMD ["sh", "-c", "exec python -m app.cli serve --host 0.0.0.0 --port 8000 --workers \"$TOBIRA_WORKERS\""]

@@ -1,7 +1,12 @@
 """The `tobira` command: `tobira serve` runs tobira; `tobira demo` runs it beside a stand-in Misskey.
 
 Every port is bound before anything is announced: a port that is taken ends the command with one line on
-stderr and exit status 1, and the URLs printed are ones that already accept connections.
+stderr and exit status 1, and the URLs printed are ones that already accept connections. The configuration
+is checked once, before any worker starts, so a bad one is one message, not one crash per worker.
+
+`tobira serve --workers N` runs N processes (uvicorn's supervisor, which replaces a worker that dies) on the
+one listening socket; each builds its own app from the environment (`app.main:create_app`) and they share
+state through the store (`TOBIRA_STORE_URL`), so they behave as one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import secrets
 import socket
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uvicorn
 
@@ -24,6 +29,7 @@ from app.main import create_app
 
 DEFAULT_HOST = "127.0.0.1"
 GRACEFUL_SECONDS = 10  # on SIGTERM, requests under way get this long to finish (SPEC: "up to 10 s")
+MAX_WORKERS = 256
 
 
 def port_number(text: str) -> int:
@@ -70,25 +76,50 @@ def settings_or_exit() -> Settings:
         sys.exit(str(exc))
 
 
-def run(sock: socket.socket, settings: Settings) -> None:
-    """Run tobira on an already listening socket."""
-    # tobira believes X-Forwarded-* itself (app.forwarded): uvicorn must leave the client address alone.
-    config = uvicorn.Config(
-        create_app(settings),
+def worker_count(text: str) -> int:
+    """argparse type: a number of worker processes, 1 to MAX_WORKERS."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{count} workers: use 1 to {MAX_WORKERS}")
+    return count
+
+
+def run(sock: socket.socket, settings: Settings, workers: int = 1) -> None:
+    """Run tobira on an already listening socket, in this process or in `workers` worker processes."""
+    if workers == 1:
+        uvicorn.Server(_config(settings, create_app(settings))).run(sockets=[sock])
+        return
+    # Workers are separate (spawned) processes: each builds the app from the environment, as `settings`
+    # was built, which is why the app is named by its import string here.
+    from uvicorn.supervisors import Multiprocess
+
+    config = _config(settings, "app.main:create_app", factory=True, workers=workers)
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def _config(settings: Settings, app: Any, **processes: Any) -> uvicorn.Config:
+    """uvicorn's configuration for tobira, in one process or several."""
+    return uvicorn.Config(
+        app,
+        # tobira believes X-Forwarded-* itself (app.forwarded): uvicorn must leave the client address alone.
         proxy_headers=False,
         access_log=False,
         log_level="info",
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        **processes,
     )
-    uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(host: str, port: int) -> None:
-    settings = settings_or_exit()
+def serve(host: str, port: int, workers: int = 1) -> None:
+    settings = settings_or_exit()  # every worker loads the same: a bad configuration stops here, once
     sock = listen(host, port)
-    print(f"tobira: listening on {url(host, port)} (Ctrl+C to stop)", flush=True)
-    run(sock, settings)
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    print(f"tobira: listening on {url(host, port)}{processes} (Ctrl+C to stop)", flush=True)
+    run(sock, settings, workers)
 
 
 def demo(host: str, port: int, standin_port: int) -> None:
@@ -140,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     )
     serve_parser.add_argument(
         "--port", type=port_number, default=8000, help="TCP port to listen on (default: %(default)s)"
+    )
+    serve_parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="worker processes sharing the port and the store, e.g. one per core (default: %(default)s)",
     )
     demo_parser = commands.add_parser(
         "demo",
@@ -198,7 +235,7 @@ def hash_secret(generate: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "serve":
-        serve(args.host, args.port)
+        serve(args.host, args.port, args.workers)
     elif args.command == "hash-secret":
         hash_secret(args.generate)
     else:

@@ -24,6 +24,7 @@ from app.access import load_rules
 from app.endpoints import validate_patterns
 from app.errors import InvalidInstance
 from app.hosts import DevOrigin, canonical_host, parse_dev_origin
+from app.store import store_url_problem
 
 KNOWN_PERMISSIONS: frozenset[str] = frozenset(
     json.loads(resources.files("app").joinpath("data/permissions.json").read_text("utf-8"))
@@ -268,6 +269,11 @@ def _check_access_rules(settings: Settings) -> list[str]:
     return load_rules(settings.access_rules)[1]
 
 
+def _check_store_url(settings: Settings) -> list[str]:
+    problem = store_url_problem(settings.resolved_store_url)
+    return [] if problem is None else [f"TOBIRA_STORE_URL: {problem}"]
+
+
 def _check_resolution(settings: Settings) -> list[str]:
     if settings.resolve_per_client > settings.resolve_max:
         return ["TOBIRA_RESOLVE_PER_CLIENT must not be more than TOBIRA_RESOLVE_MAX"]
@@ -293,6 +299,7 @@ CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _check_proxy_endpoints,
     _check_app_identity,
     _check_resolution,
+    _check_store_url,
     _check_oidc_clients,
     _check_cookie_domain,
     _check_access_rules,

@@ -9,6 +9,10 @@ rate-limit counters and small values such as legacy app secrets. `open_store(url
   for several processes on the same file.
 - `redis://host:port/db`, `rediss://…`, `unix://…` — for several replicas sharing state. Keys are prefixed
   with `namespace:` so a shared Redis can hold other data.
+- `redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]` — a Redis primary watched by
+  Sentinel (redis-py's Sentinel support): the sentinels are asked where the primary `service` is on every
+  new connection, so after a failover tobira finds the new primary by itself. The password is the data
+  nodes' (the sentinels are asked without one); a sentinel without a port is on 26379.
 
 Every operation that must be atomic (`claim`, `incr`) is a single statement on either backend, so it is
 atomic across processes and replicas, not only within one event loop.
@@ -23,10 +27,11 @@ import math
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -93,11 +98,11 @@ class Store(Protocol):
 def open_store(url: str, *, clock: Clock = time.time, namespace: str = "tobira") -> Store:
     """Open the store `url` names (see the module docstring for the forms).
 
-    Raises ValueError for any other scheme or a malformed SQLite URL; the message never repeats the URL,
-    which may hold a password. Redis connects lazily, on the first command; SQLite opens the file now and
-    raises `sqlite3.Error` if it cannot.
+    Raises ValueError for any other scheme or a malformed SQLite or Sentinel URL; the message never repeats
+    the URL, which may hold a password. Redis connects lazily, on the first command; SQLite opens the file
+    now and raises `sqlite3.Error` if it cannot.
     """
-    scheme = urlsplit(url).scheme.lower()
+    scheme = _scheme(url)
     if scheme == "sqlite":
         return SQLiteStore(_sqlite_path(url), clock=clock)
     if scheme in ("redis", "rediss", "unix"):
@@ -106,9 +111,114 @@ def open_store(url: str, *, clock: Clock = time.time, namespace: str = "tobira")
 
         client = Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
         return RedisStore(client, namespace=namespace)
-    raise ValueError(
-        f"unsupported store URL scheme {scheme!r}: use sqlite:///path.db, redis://, rediss:// or unix://"
+    if scheme == "redis+sentinel":
+        primary, sentinels = _sentinel_clients(parse_sentinel_url(url))
+        return RedisStore(primary, namespace=namespace, also_close=sentinels)
+    raise ValueError(_unsupported(scheme))
+
+
+def store_url_problem(url: str) -> str | None:
+    """What `open_store` would refuse in `url` (said without repeating it), or None; opens nothing.
+
+    For the configuration's check, so that a bad URL stops start-up once, before any worker starts.
+    """
+    scheme = _scheme(url)
+    try:
+        if scheme == "sqlite":
+            _sqlite_path(url)
+        elif scheme == "redis+sentinel":
+            parse_sentinel_url(url)
+        elif scheme not in ("redis", "rediss", "unix"):
+            return _unsupported(scheme)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:  # an unclosed IPv6 bracket: the scheme is still what comes before "://"
+        return url.partition("://")[0].lower()
+
+
+def _unsupported(scheme: str) -> str:
+    return (
+        f"unsupported store URL scheme {scheme!r}: use sqlite:///path.db, redis://, rediss://, unix:// or"
+        " redis+sentinel://"
     )
+
+
+SENTINEL_PORT = 26379
+_SENTINEL_FORM = "a Sentinel store URL is redis+sentinel://[:password@]host:port[,host:port…]/service[/db]"
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """What a `redis+sentinel://` URL names: where the sentinels are, which primary, which database."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """The sentinels, service, database and credentials of `redis+sentinel://…`; ValueError if malformed.
+
+    Percent-escapes in the user name and password are decoded. The message never repeats the URL.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracket left open; its message is fine, but say what the form is
+        raise ValueError(_SENTINEL_FORM) from None
+    if parts.scheme.lower() != "redis+sentinel" or parts.query or parts.fragment:
+        raise ValueError(_SENTINEL_FORM)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+    sentinels = tuple(_sentinel_address(address) for address in hosts.split(","))
+    path = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    if not 1 <= len(path) <= 2 or not path[0] or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(_SENTINEL_FORM)
+    return SentinelTarget(
+        sentinels, unquote(path[0]), int(path[1]) if len(path) == 2 else 0, username, password
+    )
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    host, port = text, str(SENTINEL_PORT)
+    if text.startswith("["):  # [IPv6]:port
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(_SENTINEL_FORM)
+        port = rest[1:] or port
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(_SENTINEL_FORM)
+    return host, int(port)
+
+
+def _sentinel_clients(target: SentinelTarget) -> tuple[Redis, list[Redis]]:
+    """A client of the primary `target` names, and the sentinels' clients it asks (to close with it)."""
+    # Imported here, as for plain Redis.
+    from redis.asyncio.sentinel import Sentinel
+
+    timeouts = {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S}
+    # redis-py leaves Sentinel's constructor unannotated.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs=timeouts,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **timeouts,
+    )
+    return sentinel.master_for(target.service), list(sentinel.sentinels)
 
 
 def _sqlite_path(url: str) -> str:
@@ -270,11 +380,12 @@ def _ttl_ms(ttl: float) -> int:
 class RedisStore:
     """The shared store: Redis, keys under `namespace:`, expiry on the server's clock."""
 
-    def __init__(self, client: Redis, *, namespace: str) -> None:
+    def __init__(self, client: Redis, *, namespace: str, also_close: Sequence[Redis] = ()) -> None:
         from redis import RedisError
 
         self.errors: tuple[type[Exception], ...] = (RedisError,)
         self._redis = client
+        self._also_close = also_close
         self._prefix = namespace + ":"
         self._incr = client.register_script(_INCR_LUA)
 
@@ -302,3 +413,5 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for client in self._also_close:
+            await client.aclose()

@@ -7,7 +7,7 @@
 
 # Debian packages the test suite needs on the machine (not inside the virtualenv). Add one word per
 # package here.
-APT_PACKAGES=(redis-server chromium fonts-noto-cjk fonts-noto-color-emoji nodejs npm iproute2 apache2 libapache2-mod-auth-openidc nginx caddy)
+APT_PACKAGES=(redis-server redis-sentinel chromium fonts-noto-cjk fonts-noto-color-emoji nodejs npm iproute2 apache2 libapache2-mod-auth-openidc nginx caddy)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

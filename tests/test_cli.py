@@ -22,8 +22,8 @@ TAKEN = (
 )
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "TOBIRA_DATA_DIR": str(tmp_path / "data")}
+def run_cli(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "TOBIRA_DATA_DIR": str(tmp_path / "data"), **extra_env}
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,
@@ -93,8 +93,42 @@ def test_every_option_has_help() -> None:
         ("hash-secret", "--generate"),
         ("serve", "--host"),
         ("serve", "--port"),
+        ("serve", "--workers"),
     ]
     assert all(text and text.endswith("(default: %(default)s)") for text in options.values()), options
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0", "0 workers: use 1 to 256"),
+        ("257", "257 workers: use 1 to 256"),
+        ("two", "'two' is not a number"),
+    ],
+)
+def test_a_worker_count_out_of_range_is_refused(
+    value: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--workers", value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"tobira serve: error: argument --workers: {reason}")
+
+
+def test_workers_on_a_taken_port_say_so_once(tmp_path: Path, taken_port: int) -> None:
+    finished = run_cli(tmp_path, "serve", "--workers", "2", "--port", str(taken_port))
+    assert (finished.returncode, finished.stdout) == (1, "")
+    assert finished.stderr == TAKEN.format(port=taken_port, option="--port")
+
+
+def test_workers_with_a_bad_configuration_say_so_once_and_start_none(tmp_path: Path) -> None:
+    finished = run_cli(
+        tmp_path, "serve", "--workers", "3", "--port", str(free_port()), TOBIRA_PERMISSIONS="nope"
+    )
+    assert (finished.returncode, finished.stdout) == (1, "")
+    assert finished.stderr.count("nope") == 1, finished.stderr
+    assert "Started" not in finished.stderr
 
 
 def test_serve_on_a_taken_port_says_so_once(tmp_path: Path, taken_port: int) -> None:

@@ -133,3 +133,40 @@ def test_without_settings_there_are_no_metrics_and_text_logs(tmp_path: Path) -> 
     assert settings.metrics_token is None
     assert settings.log_format == "text"
     assert settings.prometheus_multiproc_dir is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://tobira:hunter2@db/tobira", "TOBIRA_STORE_URL: unsupported store URL scheme 'mysql'"),
+        ("redis+sentinel://:hunter2@s1:26379,s2:26379", "TOBIRA_STORE_URL: a Sentinel store URL is redis+"),
+        ("redis+sentinel://:hunter2@s1:x/tobira", "TOBIRA_STORE_URL: a Sentinel store URL is redis+"),
+        ("sqlite://hunter2/store.db", "TOBIRA_STORE_URL: an SQLite store URL is sqlite:///"),
+    ],
+    ids=["other-database", "sentinel-without-service", "sentinel-bad-port", "sqlite-with-host"],
+)
+def test_a_bad_store_url_is_a_start_up_problem_that_hides_the_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("TOBIRA_STORE_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data_dir=tmp_path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(problem)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pw@127.0.0.1:6379/0",
+        "rediss://redis.internal/1",
+        "unix:///run/redis.sock",
+        "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379,10.0.0.3/tobira/2",
+    ],
+)
+def test_store_urls_are_checked_without_connecting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    monkeypatch.setenv("TOBIRA_STORE_URL", url)
+    assert load_settings(data_dir=tmp_path).resolved_store_url == url

@@ -5,6 +5,7 @@ asserts what the image promises: it runs as a non-root user, reports its health,
 context that leaves out the virtualenv, the git history, the tests and the benchmarks.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -102,12 +103,24 @@ def test_reports_health_on_healthz() -> None:
     assert "http://127.0.0.1:8000/healthz" in checks[0]
 
 
-def test_serves_the_factory_without_access_log() -> None:
+def command() -> list[str]:
+    """The final stage's CMD, parsed (the exec form is JSON)."""
     commands = [arguments for keyword, arguments in final_stage_instructions() if keyword == "CMD"]
-    assert commands == [
-        '["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000",'
-        ' "--no-proxy-headers", "--no-access-log"]'
+    assert len(commands) == 1
+    parsed: list[str] = json.loads(commands[0])
+    return parsed
+
+
+def test_runs_tobira_serve_with_workers_from_the_environment() -> None:
+    # `tobira serve` keeps uvicorn's access log off and leaves X-Forwarded-* to tobira
+    # (tests/test_replicas.py runs this very command).
+    assert command() == [
+        "sh",
+        "-c",
+        'exec python -m app.cli serve --host 0.0.0.0 --port 8000 --workers "$TOBIRA_WORKERS"',
     ]
+    variables = [arguments for keyword, arguments in final_stage_instructions() if keyword == "ENV"]
+    assert "TOBIRA_WORKERS=1" in variables
 
 
 @pytest.mark.parametrize(
