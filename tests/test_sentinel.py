@@ -14,15 +14,13 @@ import anyio
 import pytest
 import redis
 
-from app.errors import ErrorCode
 from app.standin import RunningStandin
 from app.store import SentinelTarget, open_store, parse_sentinel_url
 from tests.failover import run_failover
 from tests.redis_cluster import SentinelGroup
 
-# What a request that needs the store answers while it is away: 503 STORE_UNAVAILABLE once tobira has
-# that error (issue 12, item 3, built alongside); until then the generic 500.
-STORE_DOWN_STATUSES = {503} if hasattr(ErrorCode, "STORE_UNAVAILABLE") else {500, 503}
+# What a request that needs the store answers while it is away: 503 STORE_UNAVAILABLE.
+STORE_DOWN_STATUSES = {503}
 
 
 @pytest.mark.parametrize(
