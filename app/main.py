@@ -16,6 +16,7 @@ from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
+from app.paths import UnderPath, route_path
 from app.resolver import CLIENT
 from app.routes import account, oidc, pages, signin
 from app.routes.forward import PATHS as FORWARD_PATHS
@@ -73,6 +74,7 @@ def create_app(
         ),
     )
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
+    app.under_path = UnderPath(app.route, base_path=settings.base_path)
     return app
 
 
@@ -104,9 +106,13 @@ class Tobira(FastAPI):
     streaming: ASGIApp
     forward: ASGIApp
     front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
+    under_path: UnderPath  # tobira's path prefix, if it has one (app.paths), then `route`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
+        await self.under_path(scope, receive, send)
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and route_path(scope) in FORWARD_PATHS:
             # Asked before every request to a protected app: it needs whether the proxy is trusted, not
             # the client's address, so it skips the rewriting.
             self.front.note_peer(scope)
@@ -116,9 +122,10 @@ class Tobira(FastAPI):
             await self.front(scope, receive, send)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        path = route_path(scope) if scope["type"] in ("http", "websocket") else ""
+        if scope["type"] == "http" and path.startswith("/api/"):
             await self.proxy(scope, receive, send)
-        elif scope["type"] == "websocket" and scope["path"] == "/streaming":
+        elif scope["type"] == "websocket" and path == "/streaming":
             await self.streaming(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
