@@ -82,7 +82,7 @@ def _is_plain_path(value: str) -> bool:
     return not parts.scheme and not parts.netloc
 
 
-def _could_leave_origin(form: str, base_path: str = "") -> bool:
+def _could_leave_origin(form: str, base_path: str) -> bool:
     """Whether a lenient reader of `form` could see something other than an absolute path on this host
     (under `base_path`, when there is one)."""
     # What a browser or a normalising layer would read: look-alikes folded, invisible characters dropped.
