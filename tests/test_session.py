@@ -164,7 +164,7 @@ def test_cookie_names_under_a_path_prefix(
     """`__Host-` requires `Path=/`: under a prefix, over https, the cookies are `__Secure-`."""
     cookies = SessionCookies(KEYS, secure=secure, max_age=60, path=path, domain=domain)
     assert (cookies.session_name, cookies.pending_name, cookies.recent_name) == names
-    assert cookies.path == path
+    assert (cookies.path, cookies.domain) == (path, domain)
 
 
 # A profile at the per-field cap: dropping either of its two display fields frees about 700 bytes.

@@ -20,11 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx
 import pytest
+from playwright.sync_api import Browser as Chromium
+from playwright.sync_api import expect
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
 from app.standin import RunningStandin
-from tests.conftest import Browser, TobiraProcess, free_port, start_tobira
+from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, free_port, start_tobira
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 BASE = "/misskey"
@@ -198,3 +200,39 @@ async def test_a_streamed_note_through_nginx(browser: Browser) -> None:
     assert event["body"]["id"] == "home"
     assert event["body"]["body"]["id"] == note.json()["createdNote"]["id"]
     assert event["body"]["body"]["text"] == "via nginx"
+
+
+def test_chromium_signs_in_through_nginx(chromium: Chromium, site: Site, standin: RunningStandin) -> None:
+    """The pages' scripts under the prefix: the lookup while typing (login.js), the playground's call
+    (playground.js), and every request the browser makes stays under /misskey/ on the site's origin."""
+    context = chromium.new_context(locale="en-US")
+    page = context.new_page()
+    asked: list[str] = []
+    violations: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security" in message.text else None,
+    )
+    try:
+        page.goto(f"{site.url}{BASE}/login")
+        page.get_by_label("Your Misskey server").press_sequentially(f"{STANDIN_HOST}:{standin.port}")
+        expect(page.locator("#server-preview")).to_contain_text("Stand-in Misskey")
+        page.get_by_role("button", name="Continue to your server").click()
+        page.wait_for_url(f"{standin.url}/miauth/**")
+        page.get_by_role("button", name="@alice").click()
+        page.get_by_role("button", name="Accept").click()
+        page.wait_for_url(f"{site.url}{BASE}/")
+        expect(page.get_by_role("heading", name="Signed in")).to_be_visible()
+        page.get_by_role("button", name="Post").click()
+        expect(page.locator("#playground-output")).to_contain_text("createdNote")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
+        assert page.url == f"{site.url}{BASE}/signed-out"
+    finally:
+        context.close()
+    ours = [url for url in asked if url.startswith(site.url)]
+    assert any(url.startswith(f"{site.url}{BASE}/lookup?") for url in ours)
+    assert f"{site.url}{BASE}/api/notes/create" in ours
+    assert all(url.startswith(f"{site.url}{BASE}/") for url in ours), ours
+    assert violations == []
