@@ -122,6 +122,10 @@ def test_the_button_snippet_and_the_client_document_name_the_public_url(browser:
     snippet = browser.client.get(public + "/button").text
     assert f"{public}/static/button.js" in snippet
     assert f"{public}/login" in snippet
+    # The button's files are embeddable by other sites' pages, under the prefix as at the root.
+    script = browser.client.get(public + "/static/button.js")
+    assert script.headers["cross-origin-resource-policy"] == "cross-origin"
+    assert script.headers["access-control-allow-origin"] == "*"
     document = browser.client.get(public + "/client", headers={"Accept": "application/json"}).json()
     assert document["client_id"] == public + "/client"
     assert document["redirect_uris"] == [public + "/callback/oauth2"]
