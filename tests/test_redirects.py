@@ -206,6 +206,29 @@ def test_ordinary_paths_kept_unchanged(segments: list[str]) -> None:
     assert safe_return_to(path) == path
 
 
+DOMAIN_PAGE = "https://app.example.com/"
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://app.example.com", True),  # no path: "/" is meant
+        ("https://app.example.com?x=1", True),  # a query with no path before it
+        ("https://example.com/a", True),
+        ("https://app.example.com:65535/", True),
+        ("https://app.example.com:65536/", False),
+        ("https://evil.example/", False),
+        ("https://notexample.com/", False),
+        ("https://APP.example.com/", False),
+        ("https://app.example.com//evil.example", False),
+        (DOMAIN_PAGE + "a" * (MAX_LENGTH - len(DOMAIN_PAGE)), True),
+        (DOMAIN_PAGE + "a" * (MAX_LENGTH - len(DOMAIN_PAGE) + 1), False),
+    ],
+)
+def test_urls_on_the_cookie_domain(url: str, kept: bool) -> None:
+    assert safe_return_to(url, "example.com") == (url if kept else "/")
+
+
 PREFIX = "/misskey"
 
 
