@@ -34,6 +34,9 @@ MIN_SECRET_LENGTH = 32
 DEV_KEYS_FILE = "secret_keys"
 
 CommaList = Annotated[list[str], NoDecode]
+# A path prefix: "/"-separated segments of unreserved characters, which every proxy and browser passes
+# unchanged: no percent-encoding, no empty segment (dot segments are refused apart).
+_BASE_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 _DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -112,6 +115,16 @@ class Settings(BaseSettings):
     )(_split)
 
     @property
+    def base_path(self) -> str:
+        """The path tobira lives under ("/misskey"), or "" at the root of its origin."""
+        return urlsplit(self.public_url).path.rstrip("/")
+
+    @property
+    def public_base(self) -> str:
+        """Where tobira's routes are: its origin and its path; every absolute URL tobira makes starts so."""
+        return self.public_origin + self.base_path
+
+    @property
     def public_origin(self) -> str:
         """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
         parts = urlsplit(self.public_url)
@@ -129,7 +142,7 @@ class Settings(BaseSettings):
     @property
     def issuer(self) -> str:
         """The OpenID provider's issuer identifier: tobira's public URL, without a trailing slash."""
-        return self.public_origin + urlsplit(self.public_url).path.rstrip("/")
+        return self.public_base
 
     @property
     def is_production(self) -> bool:
@@ -137,7 +150,7 @@ class Settings(BaseSettings):
 
     @property
     def callback_url(self) -> str:
-        return self.public_origin + "/callback"
+        return self.public_base + "/callback"
 
     @property
     def dev_origins(self) -> tuple[DevOrigin, ...]:
@@ -159,8 +172,18 @@ def _check_public_url(settings: Settings) -> list[str]:
     parts = urlsplit(settings.public_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return ["TOBIRA_PUBLIC_URL must be an http or https URL such as https://login.example.com"]
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return ["TOBIRA_PUBLIC_URL must be an origin only, without path, query or user"]
+    if "?" in settings.public_url or "#" in settings.public_url or parts.username is not None:
+        return [
+            "TOBIRA_PUBLIC_URL must be an origin, or an origin and a path, without query, fragment or user"
+        ]
+    path = parts.path.rstrip("/")
+    if path and (
+        not _BASE_PATH.fullmatch(path) or any(segment in (".", "..") for segment in path.split("/"))
+    ):
+        return [
+            "TOBIRA_PUBLIC_URL: its path must be plain segments such as /misskey "
+            "(letters, digits and - . _ ~; no dot segments, percent-encoding or empty segments)"
+        ]
     return []
 
 

@@ -112,8 +112,8 @@ def _header(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-def sign_in_url(public_origin: str, return_to: str | None) -> str:
+def sign_in_url(public_base: str, return_to: str | None) -> str:
     """tobira's sign-in form, coming back to `return_to` (already checked) afterwards."""
     if return_to is None:
-        return f"{public_origin}/login"
-    return f"{public_origin}/login?return_to={quote(return_to, safe='')}"
+        return f"{public_base}/login"
+    return f"{public_base}/login?return_to={quote(return_to, safe='')}"

@@ -17,6 +17,7 @@ from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
 from app.logs import configure_logging
 from app.openapi import build_openapi
+from app.paths import UnderPath, route_path
 from app.requestids import RequestIds
 from app.resolver import CLIENT
 from app.routes import account, oidc, pages, signin
@@ -80,7 +81,8 @@ def create_app(
         ),
     )
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
-    app.entry = RequestIds(app.route, peers=app.front)  # outermost: every request has its id
+    app.under_path = UnderPath(app.route, base_path=settings.base_path)
+    app.entry = RequestIds(app.under_path, peers=app.front)  # outermost: every request has its id
     return app
 
 
@@ -112,13 +114,14 @@ class Tobira(FastAPI):
     streaming: ASGIApp
     forward: ASGIApp
     front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
-    entry: ASGIApp
+    entry: ASGIApp  # request ids (app.requestids), then tobira's path prefix (app.paths), then `route`
+    under_path: UnderPath
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.entry(scope, receive, send)
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in FORWARD_PATHS:
+        if scope["type"] == "http" and route_path(scope) in FORWARD_PATHS:
             # Asked before every request to a protected app: it needs whether the proxy is trusted, not
             # the client's address, so it skips the rewriting.
             self.front.note_peer(scope)
@@ -128,9 +131,10 @@ class Tobira(FastAPI):
             await self.front(scope, receive, send)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        path = route_path(scope) if scope["type"] in ("http", "websocket") else ""
+        if scope["type"] == "http" and path.startswith("/api/"):
             await self.proxy(scope, receive, send)
-        elif scope["type"] == "websocket" and scope["path"] == "/streaming":
+        elif scope["type"] == "websocket" and path == "/streaming":
             await self.streaming(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)

@@ -29,8 +29,10 @@ class SignOut:
 class SignOutNotices:
     """Signs and reads the sign-out notice cookie (`__Host-` over https, like tobira's other cookies)."""
 
-    def __init__(self, secret_keys: Sequence[str], *, secure: bool) -> None:
-        self.name = "__Host-tobira-signed-out" if secure else "tobira-signed-out"
+    def __init__(self, secret_keys: Sequence[str], *, secure: bool, path: str = "/") -> None:
+        """`path`: tobira's path prefix, "/" at the root (then `__Host-`, else `__Secure-`, over https)."""
+        prefix = ("__Host-" if path == "/" else "__Secure-") if secure else ""
+        self.name = prefix + "tobira-signed-out"
         self.max_age = MAX_AGE
         # itsdangerous signs with the last key and verifies with all; tobira lists its keys newest first.
         self._serializer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt=SALT)

@@ -184,7 +184,11 @@ FORWARD = {
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The document served at /openapi.json (built once)."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        # Under a path prefix every path below is relative to it (FastAPI would add the same from the
+        # request's root_path; said here, the document is one whoever asks).
+        base_path = app.state.settings.base_path
+        servers = [{"url": base_path}] if base_path else None
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes, servers=servers)
         for path, operations in schema["paths"].items():
             for method, operation in operations.items():
                 operation["responses"] = RESPONSES.get((path, method), operation["responses"])

@@ -1,5 +1,6 @@
 """Where tobira may send a person after sign-in: a path on its own origin (or, with a cookie domain, an
-https URL on that domain), else "/".
+https URL on that domain), else "/". Under a path prefix (TOBIRA_PUBLIC_URL `https://example.com/misskey`), a
+path under that prefix, else the prefix's "/": the rest of the origin is another site's.
 
 `return_to` comes from a link anyone can craft, so it is an open-redirect vector. Browsers are generous when
 they parse a `Location`: they read `\\` as `/`, drop tabs and newlines anywhere, trim leading control
@@ -36,23 +37,25 @@ _ABSOLUTE = re.compile(
 )
 
 
-def safe_return_to(value: str | None, cookie_domain: str | None = None) -> str:
-    """`value` if it is a path on tobira's own origin that no reader can take elsewhere, or (with
-    `cookie_domain`) an https URL on that domain or below it whose path is as safe; otherwise "/"."""
+def safe_return_to(value: str | None, cookie_domain: str | None = None, base_path: str = "") -> str:
+    """`value` if it is a path on tobira's own origin (under `base_path`, tobira's prefix, when it has one)
+    that no reader can take elsewhere, or (with `cookie_domain`) an https URL on that domain or below it
+    whose path is as safe; otherwise "/" (under the prefix: the prefix and "/")."""
+    fallback = base_path + FALLBACK
     if cookie_domain and isinstance(value, str) and value.startswith("https://"):
-        return value if on_cookie_domain(value, cookie_domain) else FALLBACK
+        return value if on_cookie_domain(value, cookie_domain) else fallback
     if not isinstance(value, str) or not _is_plain_path(value):
-        return FALLBACK
+        return fallback
     form = value
     for _ in range(_MAX_DECODING_ROUNDS + 1):
-        if _could_leave_origin(form):
-            return FALLBACK
+        if _could_leave_origin(form, base_path):
+            return fallback
         decoded = unquote(form)
         if decoded == form:
             return value
         form = decoded
     # Still changing after several rounds: nobody legitimate encodes that deep.
-    return FALLBACK
+    return fallback
 
 
 def on_cookie_domain(url: str, cookie_domain: str) -> bool:
@@ -79,8 +82,9 @@ def _is_plain_path(value: str) -> bool:
     return not parts.scheme and not parts.netloc
 
 
-def _could_leave_origin(form: str) -> bool:
-    """Whether a lenient reader of `form` could see something other than an absolute path on this host."""
+def _could_leave_origin(form: str, base_path: str) -> bool:
+    """Whether a lenient reader of `form` could see something other than an absolute path on this host
+    (under `base_path`, when there is one)."""
     # What a browser or a normalising layer would read: look-alikes folded, invisible characters dropped.
     seen = "".join(
         char
@@ -91,9 +95,14 @@ def _could_leave_origin(form: str) -> bool:
         return True
     path = seen.split("?", 1)[0].split("#", 1)[0]
     return any(
-        not reading.startswith("/") or reading.startswith("//")
+        not reading.startswith("/") or reading.startswith("//") or not _under(reading, base_path)
         for reading in (path, _remove_dot_segments(path))
     )
+
+
+def _under(path: str, base_path: str) -> bool:
+    """Whether `path` is `base_path` or below it (every path is below the root's "")."""
+    return path == base_path or path.startswith(base_path + "/")
 
 
 def _remove_dot_segments(path: str) -> str:

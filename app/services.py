@@ -87,6 +87,7 @@ def build_services(
         max_age=settings.session_max_age,
         clock=clock,
         domain=settings.cookie_domain,
+        path=settings.base_path or "/",
     )
     oidc = None
     if settings.oidc_clients is not None:
@@ -105,7 +106,9 @@ def build_services(
         ledger=ledger,
         discovery=discovery,
         cookies=cookies,
-        notices=SignOutNotices(settings.secret_values(), secure=settings.is_production),
+        notices=SignOutNotices(
+            settings.secret_values(), secure=settings.is_production, path=settings.base_path or "/"
+        ),
         signin=SignInFlow(settings, client=client, ledger=ledger, discovery=discovery, cookies=cookies),
         # Identity-only sign-in (no permissions): the token can call nothing, so the proxy forwards nothing.
         endpoints=EndpointPolicy(settings.proxy_endpoints if settings.permissions else []),

@@ -79,9 +79,10 @@ def display_user(user: dict[str, Any]) -> dict[str, Any]:
 class SessionCookies:
     """Seals and opens the session and sign-in cookies; names follow SPEC.md (`__Host-` over https).
 
-    With a `domain` (TOBIRA_COOKIE_DOMAIN) the session cookie is set for that domain, so that forward
-    authentication on its subdomains sees it: then it is `__Secure-tobira` (`__Host-` forbids a Domain).
-    The other cookies stay on tobira's own host."""
+    Under a path prefix (`path`, TOBIRA_PUBLIC_URL's) the cookies are for that path only, hence `__Secure-`
+    over https (`__Host-` requires `Path=/`). With a `domain` (TOBIRA_COOKIE_DOMAIN) the session cookie is
+    set for that domain, so that forward authentication on its subdomains sees it: then it is
+    `__Secure-tobira` (`__Host-` forbids a Domain). The other cookies stay on tobira's own host."""
 
     def __init__(
         self,
@@ -91,17 +92,17 @@ class SessionCookies:
         max_age: int,
         clock: Callable[[], float] = time.time,
         domain: str | None = None,
+        path: str = "/",
     ) -> None:
         self.secure = secure
+        self.path = path
         self.max_age = max_age
         self.clock = clock
         self.domain = domain
-        if domain is not None:
-            self.session_name = "__Secure-tobira"
-        else:
-            self.session_name = "__Host-tobira" if secure else "tobira"
-        self.pending_name = "__Host-tobira-signin" if secure else "tobira-signin"
-        self.recent_name = "__Host-tobira-recent" if secure else "tobira-recent"  # see app.recent
+        prefix = ("__Host-" if path == "/" else "__Secure-") if secure else ""
+        self.session_name = "__Secure-tobira" if domain is not None else prefix + "tobira"
+        self.pending_name = prefix + "tobira-signin"
+        self.recent_name = prefix + "tobira-recent"  # see app.recent
         self._sessions = CookieCodec(secret_keys, "session")
         # Opening a cookie is the proxy's costliest step of its own; the same value always opens the same.
         self._opened: dict[str, Session] = {}

@@ -33,6 +33,7 @@ from app.errors import (
     TobiraError,
 )
 from app.metrics import METRICS
+from app.paths import route_path
 from app.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,9 +118,9 @@ def language_links(request: Request, current: str) -> list[dict[str, Any]]:
     A page that answered a form post or a callback links to the sign-in form instead: following a
     callback's link again would replay its one-shot session, and a post cannot be repeated by a link.
     """
-    path = request.url.path
-    if request.method != "GET" or "callback" in path:
-        path = "/login"
+    path = request.url.path  # the whole path, prefix included: the links are absolute
+    if request.method != "GET" or "callback" in route_path(request.scope):
+        path = request.app.state.settings.base_path + "/login"
     kept = [(name, value) for name, value in request.query_params.multi_items() if name in KEPT_PARAMETERS]
     return [
         {
@@ -147,7 +148,8 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
         "recent": recent.read(request.cookies.get(services.cookies.recent_name), settings.dev_origins),
         # Pages shown on another site's origin (forward authentication's refusals) load tobira's assets
         # from tobira's own origin.
-        "asset_base": "",
+        "asset_base": settings.base_path,
+        "base": settings.base_path,  # tobira's path prefix: every link of a page starts with it
     }
     response = templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
     response.headers["Content-Language"] = localizer.tag
@@ -158,7 +160,7 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
             i18n.COOKIE,
             chosen,
             max_age=i18n.COOKIE_MAX_AGE,
-            path="/",
+            path=services.cookies.path,
             secure=services.cookies.secure,
             httponly=True,
             samesite="lax",
@@ -181,7 +183,7 @@ def error_response(request: Request, error: TobiraError, **context: Any) -> Resp
     """
     if isinstance(error, InstanceError):
         METRICS.instance_errors.labels(str(error.code)).inc()
-    path = request.url.path
+    path = route_path(request.scope)
     if path.startswith(PAGE_JSON_PREFIXES):
         return page_error_json(request, error)
     if path.startswith(JSON_PREFIXES):
@@ -223,13 +225,13 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 
 def set_cookie(response: Response, services: Services, name: str, value: str, max_age: int) -> None:
-    """One of tobira's cookies: HttpOnly, SameSite=Lax, for the whole site, Secure over https; the session
-    cookie for TOBIRA_COOKIE_DOMAIN when one is set."""
+    """One of tobira's cookies: HttpOnly, SameSite=Lax, for tobira's path (the whole site at the root),
+    Secure over https; the session cookie for TOBIRA_COOKIE_DOMAIN when one is set."""
     response.set_cookie(
         name,
         value,
         max_age=max_age,
-        path="/",
+        path=cookie_path(services, name),
         domain=cookie_domain(services, name),
         secure=services.cookies.secure,
         httponly=True,
@@ -240,7 +242,7 @@ def set_cookie(response: Response, services: Services, name: str, value: str, ma
 def delete_cookie(response: Response, services: Services, name: str) -> None:
     response.delete_cookie(
         name,
-        path="/",
+        path=cookie_path(services, name),
         domain=cookie_domain(services, name),
         secure=services.cookies.secure,
         httponly=True,
@@ -251,6 +253,13 @@ def delete_cookie(response: Response, services: Services, name: str) -> None:
 def cookie_domain(services: Services, name: str) -> str | None:
     cookies = services.cookies
     return cookies.domain if name == cookies.session_name else None
+
+
+def cookie_path(services: Services, name: str) -> str:
+    """tobira's path prefix ("/" at the root). A session cookie shared with TOBIRA_COOKIE_DOMAIN is for
+    every path: the browser sends it to other sites' pages, whose forward authentication reads it."""
+    cookies = services.cookies
+    return "/" if cookie_domain(services, name) else cookies.path
 
 
 def require_same_origin(request: Request, services: Services) -> None:
@@ -334,7 +343,7 @@ class SecurityHeaders:
                 ]
                 if not any(name == b"referrer-policy" for name, _ in headers):
                     headers.append(DEFAULT_REFERRER_POLICY)
-                if scope["path"] in EMBEDDABLE_PATHS:
+                if route_path(scope) in EMBEDDABLE_PATHS:
                     headers.extend(EMBEDDABLE_HEADERS)
                 message["headers"] = headers
             await send(message)

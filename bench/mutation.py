@@ -198,6 +198,14 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "The host is lowercased again when the DevOrigin is built.",
     ),
     Equivalent("hosts", "_check_profile_path", "same = False", "same = None", "Only its truth is read."),
+    Equivalent(
+        "redirects",
+        "on_cookie_domain",
+        'match["rest"] or "/"',
+        'match["rest"] or "XX/XX"',
+        'It stands only for a missing path, which then goes through the path check: "/" and "/XX/XX" '
+        "both pass.",
+    ),
     Equivalent("redirects", "_could_leave_origin", 'split("#", 1)[0]', 'split("#", )[0]', _FIRST_PIECE),
     Equivalent("redirects", "_could_leave_origin", 'split("#", 1)[0]', 'split("#", 2)[0]', _FIRST_PIECE),
     Equivalent("redirects", "_could_leave_origin", 'split("?", 1)[0]', 'split("?", )[0]', _FIRST_PIECE),

@@ -10,6 +10,8 @@
   if (!form || !input || !preview) return;
   const words = preview.dataset;
   const DELAY_MS = 400;
+  // tobira's path prefix, when it lives under one (`<body data-base="/misskey">`); "" at the root.
+  const BASE = document.body.dataset.base || "";
   const answers = new Map(); // typed value → {ok, body}: each value is asked once per page
   let timer = 0;
   let controller = null;
@@ -94,7 +96,7 @@
     show(element("p", "hint", words.checking));
     shownFor = value;
     try {
-      const response = await fetch("/lookup?instance=" + encodeURIComponent(value), {
+      const response = await fetch(BASE + "/lookup?instance=" + encodeURIComponent(value), {
         signal: controller.signal,
         headers: { Accept: "application/json" },
         credentials: "same-origin",

@@ -5,6 +5,8 @@
   const form = document.getElementById("playground");
   if (!form) return;
   const output = document.getElementById("playground-output");
+  // tobira's path prefix, when it lives under one (`<body data-base="/misskey">`); "" at the root.
+  const BASE = document.body.dataset.base || "";
   // JSON indented, so that it reads on a phone too; anything else as it came.
   function readable(text) {
     try {
@@ -14,7 +16,7 @@
     }
   }
   async function call(endpoint, body) {
-    const answer = await fetch("/api/" + endpoint, {
+    const answer = await fetch(BASE + "/api/" + endpoint, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),

@@ -95,9 +95,10 @@ class TobiraProcess:
             self.process.wait()
 
 
-def start_tobira(tmp_path: Path, **env: str) -> TobiraProcess:
+def start_tobira(tmp_path: Path, base_path: str = "", **env: str) -> TobiraProcess:
+    """tobira on a free port; with `base_path` ("/misskey") under that path, its `url` the path's."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}{base_path}"
     full_env = {
         "PATH": os.environ.get("PATH", ""),
         "TOBIRA_PUBLIC_URL": url,
@@ -132,7 +133,8 @@ def start_tobira(tmp_path: Path, **env: str) -> TobiraProcess:
         if process.poll() is not None:
             raise RuntimeError(f"tobira exited:\n{server.log()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            # At the root even under a path: health checks reach the container straight.
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             time.sleep(0.05)

@@ -69,9 +69,26 @@ def test_production_with_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://x.example", "https://x.example/path", "https://u@x.example", "x.example", "https://x.example/?q"],
+    [
+        "ftp://x.example",
+        "https://u@x.example",
+        "https://u@x.example/misskey",
+        "x.example",
+        "https://x.example/?q",
+        "https://x.example/misskey?q",
+        "https://x.example/misskey#top",
+        "https://x.example/misskey/../admin",
+        "https://x.example/./misskey",
+        "https://x.example/mis%20skey",
+        "https://x.example/a//b",
+        "https://x.example/mis key",
+        "https://x.example/mis\\key",
+        "https://x.example/misskey;x",
+    ],
 )
-def test_public_url_must_be_an_origin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+def test_public_url_must_be_an_origin_or_a_plain_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
     monkeypatch.setenv("TOBIRA_PUBLIC_URL", url)
     monkeypatch.setenv("TOBIRA_SECRET_KEYS", KEY)
     with pytest.raises(ConfigError) as caught:
@@ -79,17 +96,47 @@ def test_public_url_must_be_an_origin(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert any("TOBIRA_PUBLIC_URL" in p for p in caught.value.problems)
 
 
+@pytest.mark.parametrize(
+    ("url", "base_path", "public_base"),
+    [
+        ("https://Example.com/misskey", "/misskey", "https://example.com/misskey"),
+        ("https://example.com/misskey/", "/misskey", "https://example.com/misskey"),
+        (
+            "https://example.com/apps/Mis-skey_1.0~",
+            "/apps/Mis-skey_1.0~",
+            "https://example.com/apps/Mis-skey_1.0~",
+        ),
+        ("https://example.com/", "", "https://example.com"),
+        ("https://example.com", "", "https://example.com"),
+    ],
+)
+def test_public_url_with_a_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, base_path: str, public_base: str
+) -> None:
+    monkeypatch.setenv("TOBIRA_PUBLIC_URL", url)
+    monkeypatch.setenv("TOBIRA_SECRET_KEYS", KEY)
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.base_path == base_path
+    assert settings.public_base == public_base
+    assert settings.issuer == public_base
+    assert settings.callback_url == public_base + "/callback"
+    assert settings.public_origin == "https://example.com"
+
+
 def test_a_field_error_does_not_hide_the_other_problems(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("TOBIRA_SESSION_MAX_AGE", "a month")
-    monkeypatch.setenv("TOBIRA_PUBLIC_URL", "https://login.example.com/path")
+    monkeypatch.setenv("TOBIRA_PUBLIC_URL", "https://login.example.com/path?q")
     monkeypatch.setenv("TOBIRA_PERMISSIONS", "write:everything")
     with pytest.raises(ConfigError) as caught:
         load_settings(data_dir=tmp_path)
     problems = caught.value.problems
     assert problems[0].startswith("TOBIRA_SESSION_MAX_AGE: ")
-    assert "TOBIRA_PUBLIC_URL must be an origin only, without path, query or user" in problems
+    assert (
+        "TOBIRA_PUBLIC_URL must be an origin, or an origin and a path, without query, fragment or user"
+        in problems
+    )
     assert "TOBIRA_SECRET_KEYS is required when TOBIRA_PUBLIC_URL is https" in problems
     assert "TOBIRA_PERMISSIONS: unknown permission 'write:everything'" in problems
     assert len(problems) == 4

@@ -206,6 +206,88 @@ def test_ordinary_paths_kept_unchanged(segments: list[str]) -> None:
     assert safe_return_to(path) == path
 
 
+DOMAIN_PAGE = "https://app.example.com/"
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://app.example.com", True),  # no path: "/" is meant
+        ("https://app.example.com?x=1", True),  # a query with no path before it
+        ("https://example.com/a", True),
+        ("https://app.example.com:65535/", True),
+        ("https://app.example.com:65536/", False),
+        ("https://evil.example/", False),
+        ("https://notexample.com/", False),
+        ("https://APP.example.com/", False),
+        ("https://app.example.com//evil.example", False),
+        (DOMAIN_PAGE + "a" * (MAX_LENGTH - len(DOMAIN_PAGE)), True),
+        (DOMAIN_PAGE + "a" * (MAX_LENGTH - len(DOMAIN_PAGE) + 1), False),
+    ],
+)
+def test_urls_on_the_cookie_domain(url: str, kept: bool) -> None:
+    assert safe_return_to(url, "example.com") == (url if kept else "/")
+
+
+PREFIX = "/misskey"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/misskey",
+        "/misskey/",
+        "/misskey/button",
+        "/misskey/login?return_to=/misskey/x",
+        "/misskey/a/../b",
+        "/misskey/%41",
+    ],
+)
+def test_under_a_prefix_its_paths_are_kept(value: str) -> None:
+    assert safe_return_to(value, None, PREFIX) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "/",
+        "/login",
+        "/misskeyx",
+        "/misskeyx/login",
+        "/Misskey/login",
+        "/misskey/..",
+        "/misskey/../admin",
+        "/misskey/%2e%2e/admin",
+        "/misskey/%252e%252e/admin",
+        "/misskey/./../admin",
+        "/misskey/a/../../admin",
+        "//misskey/",
+        "https://evil.example/misskey/",
+        "/misskey%2F..%2Fadmin",
+    ],
+)
+def test_under_a_prefix_everything_else_is_the_prefixs_home(value: str | None) -> None:
+    assert safe_return_to(value, None, PREFIX) == PREFIX + "/"
+
+
+def test_under_a_prefix_the_cookie_domain_still_applies() -> None:
+    url = "https://app.example.com/dashboard"
+    assert safe_return_to(url, "example.com", PREFIX) == url
+    assert safe_return_to("https://evil.example/", "example.com", PREFIX) == PREFIX + "/"
+
+
+@given(st.text(max_size=80))
+def test_under_a_prefix_any_text_stays_under_it(value: str) -> None:
+    result = safe_return_to(value, None, PREFIX)
+    assert result in {value, PREFIX + "/"}
+    _assert_stays_home(result)
+    for reading in _readings(result):
+        path = urlsplit(urljoin(BASE, reading)).path
+        assert path == PREFIX or path.startswith(PREFIX + "/"), reading
+
+
 @given(st.text(max_size=60))
 def test_idempotent(value: str) -> None:
     once = safe_return_to(value)

@@ -141,6 +141,30 @@ def test_cookie_names_follow_the_scheme() -> None:
     assert make(Clock(), secure=False).pending_name == "tobira-signin"
     assert make(Clock(), secure=True).recent_name == "__Host-tobira-recent"
     assert make(Clock(), secure=False).recent_name == "tobira-recent"
+    assert make(Clock()).path == "/"
+
+
+@pytest.mark.parametrize(
+    ("secure", "path", "domain", "names"),
+    [
+        (True, "/misskey", None, ("__Secure-tobira", "__Secure-tobira-signin", "__Secure-tobira-recent")),
+        (False, "/misskey", None, ("tobira", "tobira-signin", "tobira-recent")),
+        (True, "/", "example.com", ("__Secure-tobira", "__Host-tobira-signin", "__Host-tobira-recent")),
+        (
+            True,
+            "/a/b",
+            "example.com",
+            ("__Secure-tobira", "__Secure-tobira-signin", "__Secure-tobira-recent"),
+        ),
+    ],
+)
+def test_cookie_names_under_a_path_prefix(
+    secure: bool, path: str, domain: str | None, names: tuple[str, str, str]
+) -> None:
+    """`__Host-` requires `Path=/`: under a prefix, over https, the cookies are `__Secure-`."""
+    cookies = SessionCookies(KEYS, secure=secure, max_age=60, path=path, domain=domain)
+    assert (cookies.session_name, cookies.pending_name, cookies.recent_name) == names
+    assert (cookies.path, cookies.domain) == (path, domain)
 
 
 # A profile at the per-field cap: dropping either of its two display fields frees about 700 bytes.

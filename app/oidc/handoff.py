@@ -57,7 +57,11 @@ async def start_sign_in(
     provider = provider_of(services)
     client = provider.client(request)
     return await services.signin.start(
-        text, "/", app=app_identity(provider, request), oidc=request.id, instances=client.instances
+        text,
+        services.settings.base_path + "/",
+        app=app_identity(provider, request),
+        oidc=request.id,
+        instances=client.instances,
     )
 
 

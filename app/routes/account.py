@@ -32,7 +32,7 @@ async def logout(request: Request, services: ServicesDep) -> Response:
     browser's `/signed-out` page what came of it."""
     require_same_origin(request, services)
     session = await current_session(services, request.cookies)
-    response = RedirectResponse("/signed-out", status_code=303)
+    response = RedirectResponse(services.settings.base_path + "/signed-out", status_code=303)
     if session is not None:
         await end_session(services, session)
         revoked = await revoke(services, session)

@@ -23,6 +23,7 @@ from app.account import current_session
 from app.errors import SignedOut, SiteNotAllowed
 from app.forward import Verdict, Visit, decide, identity_headers, sign_in_url, visit
 from app.forwarded import trusted_peer
+from app.paths import route_path
 from app.services import Services
 from app.session import Session
 from app.web import error_response, exception_response
@@ -46,7 +47,7 @@ class ForwardAuthApp:
         self._identities: dict[str, list[tuple[bytes, bytes]]] = {}  # by session id: sessions never change
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        redirect = PATHS[scope["path"]]
+        redirect = PATHS[route_path(scope)]
         services = self.services()
         try:
             headers = {
@@ -95,12 +96,12 @@ def refusal(
 ) -> Response:
     """Not signed in (401, or a 302 to the sign-in for `redirect`) or refused (403): the answer."""
     settings = services.settings
-    signin = sign_in_url(settings.public_origin, visited.return_to(settings.cookie_domain))
+    signin = sign_in_url(settings.public_base, visited.return_to(settings.cookie_domain))
     if verdict is Verdict.SIGNED_OUT and redirect:
         return RedirectResponse(signin, status_code=302, headers=NO_STORE)
     error = SignedOut() if verdict is Verdict.SIGNED_OUT else SiteNotAllowed()
     # Caddy and Traefik show this page on the app's own origin: its assets and links name tobira's.
-    page = {"sign_in_url": signin, "asset_base": settings.public_origin, "languages": []}
+    page = {"sign_in_url": signin, "asset_base": settings.public_base, "languages": []}
     response = error_response(request, error, **page)
     response.headers.update(NO_STORE)
     if verdict is Verdict.SIGNED_OUT:

@@ -111,7 +111,7 @@ async def authorize(request: Request, services: ServicesDep) -> Response:
         return error_response(request, error)
     await provider.keep_request(checked)
     # The page has an address of its own: a reload or a language switch finds the same request again.
-    page = f"/oidc/authorize/page?authorization={checked.id}"
+    page = f"{services.settings.base_path}/oidc/authorize/page?authorization={checked.id}"
     lang = page_language(params)
     return RedirectResponse(page + (f"&lang={lang}" if lang else ""), status_code=303)
 
@@ -289,7 +289,7 @@ async def logout(request: Request, services: ServicesDep) -> Response:
     if session is not None and not (own or confirmed):
         kept = {name: params[name] for name in LOGOUT_PARAMETERS if name in params}
         return render_page(request, "oidc_logout.html", account=session, params=kept)
-    return await sign_out(services, session, target or "/signed-out")
+    return await sign_out(services, session, target or services.settings.base_path + "/signed-out")
 
 
 async def sign_out(services: Services, session: Session | None, location: str) -> Response:
@@ -318,4 +318,4 @@ async def withdraw_consent(
     session = await current_session(services, request.cookies)
     if session is not None:
         await provider_of(services).withdraw(subject(session.host, str(session.user.get("id"))), client_id)
-    return RedirectResponse("/", status_code=303)
+    return RedirectResponse(services.settings.base_path + "/", status_code=303)

@@ -68,7 +68,7 @@ async def signed_out(request: Request, services: ServicesDep) -> Response:
 
 @router.get("/button")
 async def button(request: Request, services: ServicesDep) -> Response:
-    return render_page(request, "button.html", public_origin=services.settings.public_origin)
+    return render_page(request, "button.html", public_base=services.settings.public_base)
 
 
 @router.get("/lookup")

@@ -34,6 +34,7 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.metrics import METRICS, status_class
+from app.paths import raw_route_path
 from app.services import Services
 from app.web import error_json, exception_response
 
@@ -123,7 +124,7 @@ async def proxy(request: Request, services: Services) -> Response:
     if not is_same_origin(request.headers, settings.public_origin):
         raise CrossSiteRequest("Requests to the proxy must come from this site.")
     # The name as sent, not as decoded: "notes%2Fcreate" must not become "notes/create".
-    endpoint = request.scope.get("raw_path", b"").decode("latin-1").removeprefix("/api/")
+    endpoint = raw_route_path(request.scope).decode("latin-1").removeprefix("/api/")
     services.endpoints.check(endpoint)
     session = await current_session(services, request.cookies)
     if session is None:

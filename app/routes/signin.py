@@ -66,7 +66,8 @@ async def login_submit(
 
 def return_target(services: Services, return_to: str | None) -> str:
     """Where the person goes after sign-in: `return_to` when safe (SPEC: on tobira, or the cookie domain)."""
-    return safe_return_to(return_to, services.settings.cookie_domain)
+    settings = services.settings
+    return safe_return_to(return_to, settings.cookie_domain, settings.base_path)
 
 
 def login_page(request: Request, instance_text: str, return_to: str | None) -> Response:
@@ -198,7 +199,9 @@ async def forget_recent(
 ) -> Response:
     """The form's "Forget these": this browser's list of recent servers is dropped."""
     require_same_origin(request, services)
-    location = "/login?" + urlencode({"return_to": return_target(services, return_to)})
+    location = (
+        services.settings.base_path + "/login?" + urlencode({"return_to": return_target(services, return_to)})
+    )
     response = RedirectResponse(location, status_code=303)
     delete_cookie(response, services, services.cookies.recent_name)
     return response
@@ -208,7 +211,7 @@ async def forget_recent(
 async def client_document(request: Request, services: ServicesDep) -> Response:
     """The client_id document: JSON client metadata when asked for JSON only, else HTML with an h-app."""
     settings, method = services.settings, services.signin.oauth2
-    logo = settings.app_icon or settings.public_origin + "/static/tobira.svg"
+    logo = settings.app_icon or settings.public_base + "/static/tobira.svg"
     headers = {"Link": f'<{method.redirect_uri}>; rel="redirect_uri"', "Vary": "Accept"}
     accept = request.headers.get("accept", "")
     about = {"name": settings.app_name, "logo": logo, "redirect_uri": method.redirect_uri}

@@ -93,19 +93,19 @@ class SignInFlow:
         self._discovery = discovery
         self._cookies = cookies
         self._client = client
-        origin = settings.public_origin
+        base = settings.public_base
         app = AppIdentity(settings.app_name, settings.app_icon, tuple(settings.permissions))
-        self.oauth2 = OAuth2(client, ledger, app, origin + CLIENT_PATH, origin + OAuth2.callback_path)
+        self.oauth2 = OAuth2(client, ledger, app, base + CLIENT_PATH, base + OAuth2.callback_path)
         methods: list[SignInMethod] = [*self._named(app), self.oauth2]
         self._methods = {method.name: method for method in methods}
 
     def _named(self, app: AppIdentity) -> list[SignInMethod]:
         """The methods that show `app`'s own name on the server's consent page (OAuth 2.0 cannot: the server
         reads the name from tobira's client document)."""
-        origin = self._settings.public_origin
+        base = self._settings.public_base
         return [
-            MiAuth(self._client, app, origin + MiAuth.callback_path),
-            Legacy(self._client, self._ledger, app, origin + Legacy.callback_path),
+            MiAuth(self._client, app, base + MiAuth.callback_path),
+            Legacy(self._client, self._ledger, app, base + Legacy.callback_path),
         ]
 
     def _methods_for(self, app: AppIdentity | None) -> dict[Method, SignInMethod]:
