@@ -6,12 +6,10 @@ raised together as one `ConfigError`, so an operator fixes a deployment in one g
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -24,11 +22,9 @@ from app.access import load_rules
 from app.endpoints import validate_patterns
 from app.errors import InvalidInstance
 from app.hosts import DevOrigin, canonical_host, parse_dev_origin
+from app.permissions import KNOWN_PERMISSIONS
 from app.store import store_url_problem
 
-KNOWN_PERMISSIONS: frozenset[str] = frozenset(
-    json.loads(resources.files("app").joinpath("data/permissions.json").read_text("utf-8"))
-)
 AUTH_METHODS = ("miauth", "legacy", "oauth2")
 MIN_SECRET_LENGTH = 32
 DEV_KEYS_FILE = "secret_keys"

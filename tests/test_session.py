@@ -120,6 +120,11 @@ def test_a_sign_in_under_way_keeps_every_field() -> None:
     with_server = cookies.new_pending(DEV, "s2", "/", "miauth", SERVER)
     assert with_server.server == SERVER
     assert make(clock).read_pending(cookies.write_pending([with_server])) == [with_server]
+    # An OpenID sign-in also carries the request it comes back to and the app it signs in for.
+    app = {"name": "Wiki", "icon": None, "permissions": ["write:notes"]}
+    for_app = cookies.new_pending(DEV, "s3", "/", "miauth", SERVER, oidc="request-1", app=app)
+    assert (for_app.oidc, for_app.app) == ("request-1", app)
+    assert make(clock).read_pending(cookies.write_pending([for_app])) == [for_app]
 
 
 def test_session_expires_exactly_at_max_age() -> None:

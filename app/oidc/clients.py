@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from app.config import KNOWN_PERMISSIONS
 from app.errors import InvalidInstance
 from app.hosts import canonical_host, host_matches
+from app.permissions import KNOWN_PERMISSIONS
 
 SIGNING_ALGORITHMS = ("RS256", "ES256")
 KEYS = frozenset(
