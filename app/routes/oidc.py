@@ -56,6 +56,15 @@ def single(items: Iterable[tuple[str, str]]) -> tuple[dict[str, str], list[str]]
     return params, sorted(repeated)
 
 
+async def request_params(request: Request) -> tuple[dict[str, str], list[str]]:
+    """The parameters of a GET's query or a form POST (OpenID Connect Core 3.1.2.1 allows both), with the
+    names given more than once."""
+    items = request.query_params.multi_items()
+    if request.method == "POST":
+        items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
+    return single(items)
+
+
 def oauth_error(error: OAuthError) -> JSONResponse:
     headers = dict(NO_STORE)
     if error.error == "invalid_client":
@@ -87,10 +96,7 @@ async def jwks(services: ServicesDep) -> Response:
 async def authorize(request: Request, services: ServicesDep) -> Response:
     """An app's authorization request (OpenID Connect Core 3.1.2.1: GET or a form POST)."""
     provider = provider_of(services)
-    items = request.query_params.multi_items()
-    if request.method == "POST":
-        items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
-    params, repeated = single(items)
+    params, repeated = await request_params(request)
     try:
         client, redirect_uri = provider.client_and_redirect(params, repeated)
     except TobiraError as error:
@@ -273,10 +279,7 @@ async def userinfo(request: Request, services: ServicesDep) -> Response:
 async def logout(request: Request, services: ServicesDep) -> Response:
     """RP-initiated logout: at once with a hint naming the signed-in account, else once they confirm."""
     provider = provider_of(services)
-    items = request.query_params.multi_items()
-    if request.method == "POST":
-        items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
-    params, _ = single(items)
+    params, _ = await request_params(request)
     try:
         sub, target = await provider.logout_target(params)
     except TobiraError as error:
