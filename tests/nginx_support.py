@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +29,29 @@ def nginx_binary() -> str:
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     assert found, "nginx not found: install Debian's nginx (scripts/test does)"
     return found
+
+
+def temp_paths(directory: Path) -> str:
+    """nginx's temporary folders inside `directory` (its defaults are under /var, not for tests)."""
+    return "\n".join(
+        f"    {kind}_temp_path {directory / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, name: str = "the proxy") -> None:
+    """Return once something listens on 127.0.0.1:`port`; RuntimeError with `log` if `process` exits first
+    or nothing listens within 20 s."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log.read_text(errors='replace')}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')}")
 
 
 def site_config(listen: str) -> str:
@@ -57,10 +81,7 @@ def run_nginx(directory: Path, port: int, servers: list[str], host: str = "127.0
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "site.conf").write_text(site_config(f"{host}:{port}"))
     (directory / "upstream.conf").write_text(upstream_config(servers))
-    temp = "\n".join(
-        f"    {kind}_temp_path {directory / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp = temp_paths(directory)
     (directory / "nginx.conf").write_text(
         f"""worker_processes 1;
 daemon off;

@@ -15,10 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +28,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from app.standin import RunningStandin
 from tests.conftest import STANDIN_HOST, TobiraProcess, free_port, start_tobira
+from tests.nginx_support import temp_paths, wait_listening
 
 DOMAIN = "tobira.localhost"
 AUTH = f"auth.{DOMAIN}"
@@ -90,11 +89,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+{temp_paths(prefix)}
     ssl_certificate {cert};
     ssl_certificate_key {key};
 
@@ -190,19 +185,6 @@ class Protected:
         return f"https://{AUTH}:{self.port}"
 
 
-def wait_for(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the proxy exited:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the proxy did not start:\n{log.read_text(errors='replace')}")
-
-
 @pytest.fixture(scope="module", params=["nginx", "caddy"])
 def protected(
     request: pytest.FixtureRequest,
@@ -245,7 +227,7 @@ def protected(
             command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True
         )
     try:
-        wait_for(port, process, log)
+        wait_listening(port, process, log)
         yield Protected(kind, port, tobira)
     finally:
         os.killpg(process.pid, signal.SIGTERM)

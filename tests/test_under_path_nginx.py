@@ -8,10 +8,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from websockets.typing import Origin
 
 from app.standin import RunningStandin
 from tests.conftest import STANDIN_HOST, Browser, TobiraProcess, free_port, start_tobira
+from tests.nginx_support import temp_paths, wait_listening
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 BASE = "/misskey"
@@ -44,11 +43,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+{temp_paths(prefix)}
     default_type text/html;
 
     map $http_upgrade $connection_upgrade {{
@@ -89,19 +84,6 @@ class Site:
     tobira: TobiraProcess  # reached straight, as a health check would
 
 
-def wait_for(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"nginx exited:\n{log.read_text(errors='replace')}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nginx did not start:\n{log.read_text(errors='replace')}")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, standin: RunningStandin) -> Iterator[Site]:
     if NGINX is None:
@@ -129,7 +111,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, standin: RunningStandin) -> I
             command, stdout=sink, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
         )
     try:
-        wait_for(port, process, log)
+        wait_listening(port, process, log)
         yield Site(f"http://127.0.0.1:{port}", tobira)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
