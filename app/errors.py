@@ -406,6 +406,11 @@ class TemporarilyUnavailable(OAuthError):
     status = 503
 
 
+def misskey_shape(error: TobiraError) -> dict[str, dict[str, str]]:
+    """Misskey's own error shape, so clients written for Misskey handle tobira's errors alike."""
+    return {"error": {"code": str(error.code), "message": error.message, "id": error.code.id}}
+
+
 def error_classes() -> list[type[TobiraError]]:
     """Every error class, each after its base (the base of all first)."""
     found: list[type[TobiraError]] = [TobiraError]

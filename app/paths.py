@@ -15,13 +15,11 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import NotFound
+from app.errors import NotFound, misskey_shape
 
 ROOT_PATHS = frozenset(("/healthz", "/readyz"))
-# Misskey's error shape, as every JSON refusal of tobira's (app.web.error_json).
-NOT_FOUND = orjson.dumps(
-    {"error": {"code": str(NotFound.code), "message": NotFound.default_message, "id": NotFound.code.id}}
-)
+# Misskey's error shape, as every JSON refusal of tobira's.
+NOT_FOUND = orjson.dumps(misskey_shape(NotFound()))
 
 
 def route_path(scope: Scope) -> str:

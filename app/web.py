@@ -31,6 +31,7 @@ from app.errors import (
     NotFound,
     RateLimited,
     TobiraError,
+    misskey_shape,
 )
 from app.metrics import METRICS
 from app.paths import route_path
@@ -92,14 +93,9 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_json(error: TobiraError) -> dict[str, Any]:
-    """Misskey's own error shape, so clients written for Misskey handle tobira's errors alike."""
-    return {"error": {"code": str(error.code), "message": error.message, "id": error.code.id}}
-
-
 def error_json_response(error: TobiraError) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
-    return JSONResponse(error_json(error), status_code=error.status, headers=headers)
+    return JSONResponse(misskey_shape(error), status_code=error.status, headers=headers)
 
 
 def request_localizer(request: Request) -> i18n.Localizer:
@@ -170,7 +166,7 @@ def render_page(request: Request, template: str, status_code: int = 200, **conte
 
 def page_error_json(request: Request, error: TobiraError) -> JSONResponse:
     """Misskey's error shape with the message in the page's language, for a page's own JSON helper."""
-    body = error_json(error)
+    body = misskey_shape(error)
     body["error"]["message"] = request_localizer(request).error_message(error)
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
     return JSONResponse(body, status_code=error.status, headers=headers)

@@ -32,11 +32,12 @@ from app.errors import (
     PayloadTooLarge,
     SignedOut,
     UnsupportedMediaType,
+    misskey_shape,
 )
 from app.metrics import METRICS, status_class
 from app.paths import raw_route_path
 from app.services import Services
-from app.web import error_json, exception_response
+from app.web import exception_response
 
 UPLOAD_ENDPOINT = "drive/files/create"
 UPLOAD_MAX_FIELDS = 16
@@ -181,7 +182,7 @@ def relay_error(
     if not content or body is not None:
         error = InstanceRefused(status)
         return Response(
-            orjson.dumps(error_json(error)), status_code=status, headers=headers, media_type=JSON_TYPE
+            orjson.dumps(misskey_shape(error)), status_code=status, headers=headers, media_type=JSON_TYPE
         )
     raise InstanceBadAnswer("The server answered something other than JSON.")
 
