@@ -122,9 +122,8 @@ class Tobira(FastAPI):
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and route_path(scope) in FORWARD_PATHS:
-            # Asked before every request to a protected app: it needs whether the proxy is trusted, not
-            # the client's address, so it skips the rewriting.
-            self.front.note_peer(scope)
+            # Asked before every request to a protected app: it needs whether the proxy is trusted (noted
+            # already by `entry`, the request ids), not the client's address, so it skips the rewriting.
             scope["app"] = self  # its refusals are pages, rendered as FastAPI's routes render them
             await self.forward(scope, receive, send)
         else:
