@@ -25,6 +25,7 @@ import uvicorn
 
 from app import __version__
 from app.config import ConfigError, Settings, load_settings
+from app.lanes import LaneProtocol
 from app.main import create_app
 
 DEFAULT_HOST = "127.0.0.1"
@@ -110,6 +111,7 @@ def _config(settings: Settings, app: Any, **processes: Any) -> uvicorn.Config:
         log_level="info",
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        http=LaneProtocol,  # the hot paths below uvicorn's request-response cycle
         **processes,
     )
 

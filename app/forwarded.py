@@ -29,8 +29,11 @@ class ForwardedHeaders:
 
     def note_peer(self, scope: Scope) -> None:
         """Only note whether the peer is trusted (for a route that needs no rewritten client address)."""
-        client = scope.get("client")
-        scope[TRUSTED_PEER] = client is not None and client[0] in self.proxy_headers.trusted_hosts
+        scope[TRUSTED_PEER] = self.trusts(scope.get("client"))
+
+    def trusts(self, client: tuple[str, int] | None) -> bool:
+        """Whether a connection from `client` comes from a trusted proxy."""
+        return client is not None and client[0] in self.proxy_headers.trusted_hosts
 
 
 def trusted_peer(scope: Scope) -> bool:

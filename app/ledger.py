@@ -31,6 +31,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import orjson
 
@@ -72,9 +73,7 @@ class Ledger:
         try:
             yield
         except getattr(self.store, "errors", ()) as exc:
-            log.warning("the store does not answer: %s", type(exc).__name__)
-            METRICS.store_errors.inc()
-            raise StoreUnavailable() from None
+            self._unavailable(exc)
 
     async def end_session(self, sid: str, ttl: float) -> None:
         """Remember session `sid` as ended for `ttl` seconds (until it would have expired)."""
@@ -82,8 +81,16 @@ class Ledger:
             await self.store.claim(f"ended:{sid}", max(1.0, ttl))
 
     async def session_ended(self, sid: str) -> bool:
-        with self._answering():
+        # Asked on every proxied call and forward-auth question: a plain try rather than `_answering`.
+        try:
             return await self.store.exists(f"ended:{sid}")
+        except getattr(self.store, "errors", ()) as exc:
+            self._unavailable(exc)
+
+    def _unavailable(self, exc: Exception) -> NoReturn:
+        log.warning("the store does not answer: %s", type(exc).__name__)
+        METRICS.store_errors.inc()
+        raise StoreUnavailable() from None
 
     async def claim_check(self, origin: str, session: str) -> bool:
         """True for the one caller that may call this sign-in's one-shot check, False for any other."""

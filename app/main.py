@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -15,10 +16,13 @@ from app.clients import client_key
 from app.config import Settings, load_settings
 from app.forwarded import ForwardedHeaders
 from app.guard import Resolver
-from app.logs import configure_logging
+from app.lanes import HotAnswer, HotHandler, HotRequest
+from app.logs import REQUEST_ID, configure_logging
 from app.openapi import build_openapi
 from app.paths import UnderPath, route_path
+from app.requestids import HEADER as REQUEST_ID_HEADER
 from app.requestids import RequestIds
+from app.requestids import request_id as new_request_id
 from app.resolver import CLIENT
 from app.routes import account, oidc, pages, signin
 from app.routes import metrics as metrics_route
@@ -83,6 +87,10 @@ def create_app(
     app.front = ForwardedHeaders(app.dispatch, trusted=settings.forwarded_allow_ips)
     app.under_path = UnderPath(app.route, base_path=settings.base_path)
     app.entry = RequestIds(app.under_path, peers=app.front)  # outermost: every request has its id
+    app.hot_handlers = {
+        path: partial(app.hot_forward, redirect=redirect) for path, redirect in FORWARD_PATHS.items()
+    }
+    app.hot_body_limit = settings.max_body_bytes
     return app
 
 
@@ -112,10 +120,12 @@ class Tobira(FastAPI):
 
     proxy: ASGIApp
     streaming: ASGIApp
-    forward: ASGIApp
+    forward: ForwardAuthApp
     front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
     entry: ASGIApp  # request ids (app.requestids), then tobira's path prefix (app.paths), then `route`
     under_path: UnderPath
+    hot_handlers: dict[str, HotHandler]  # by path without the prefix: see `hot_path`
+    hot_body_limit: int  # app.lanes serves no hot request with a longer body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.entry(scope, receive, send)
@@ -128,6 +138,30 @@ class Tobira(FastAPI):
             await self.forward(scope, receive, send)
         else:
             await self.front(scope, receive, send)
+
+    def hot_path(self, path: str) -> HotHandler | None:
+        """For app.lanes: the handler of a request to forward authentication (`hot_forward`); None for any
+        other path, and for every request that handler does not answer, served then by `entry`."""
+        base = self.under_path.base_path
+        if base:
+            if not path.startswith(base + "/"):
+                return None
+            path = path[len(base) :]
+        return self.hot_handlers.get(path)
+
+    async def hot_forward(self, request: HotRequest, *, redirect: bool) -> HotAnswer | None:
+        """A pass from forward authentication, with the request's id, or None."""
+        trusted = self.front.trusts(request.client)
+        request_id = new_request_id(request.headers, trusted=trusted)
+        token = REQUEST_ID.set(request_id)
+        try:
+            answer = await self.forward.hot(request, trusted=trusted, redirect=redirect)
+        finally:
+            REQUEST_ID.reset(token)
+        if answer is None:
+            return None
+        status, headers, body = answer
+        return status, [*headers, (REQUEST_ID_HEADER, request_id.encode("ascii"))], body
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] in ("http", "websocket") else ""

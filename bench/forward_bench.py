@@ -134,23 +134,7 @@ def run(
         rules.write_text(f'[[rules]]\nhosts = ["127.0.0.1"]\nusers = ["bench@127.0.0.1:{upstream_port}"]\n')
         env = base.tobira_env(tobira_port, upstream_port, tobira_dir)
         env.update(TOBIRA_ACCESS_RULES=str(rules))
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--app-dir",
-            str(base.ROOT),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(tobira_port),
-            "--no-access-log",
-            "--no-proxy-headers",
-            "--workers",
-            str(args.workers),
-        ]
+        command = base.tobira_command(tobira_port, args.workers)
         say(f"starting tobira: {shlex.join(command)}")
         tobira = stack.enter_context(base.running(command, tobira_dir / "uvicorn.out", env))
         base.wait_for_port(tobira_port, tobira, tobira_dir / "uvicorn.out", "tobira")

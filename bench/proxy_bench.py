@@ -235,6 +235,12 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, what: 
     )
 
 
+def tobira_command(port: int, workers: int) -> list[str]:
+    """`tobira serve` on 127.0.0.1:`port`, as an operator runs it."""
+    serve = ["-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return [sys.executable, *serve]
+
+
 def tobira_env(tobira_port: int, upstream_port: int, data_dir: Path) -> dict[str, str]:
     """The environment tobira runs with: the caller's, minus any TOBIRA_* and proxy settings, plus ours."""
     env = {
@@ -243,6 +249,7 @@ def tobira_env(tobira_port: int, upstream_port: int, data_dir: Path) -> dict[str
         if not name.startswith("TOBIRA_") and name.lower() not in {"http_proxy", "https_proxy", "all_proxy"}
     }
     env.update(
+        PYTHONPATH=str(ROOT),
         TOBIRA_DEV_INSTANCES=f"http://127.0.0.1:{upstream_port}",
         TOBIRA_PUBLIC_URL=f"http://127.0.0.1:{tobira_port}",
         TOBIRA_DATA_DIR=str(data_dir),
@@ -493,20 +500,7 @@ def run(
             tobira_dir = work / "tobira"
             tobira_dir.mkdir(mode=0o700)
             tobira_log = tobira_dir / "uvicorn.out"
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "app.main:create_app",
-                "--app-dir",
-                str(ROOT),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(tobira_port),
-                "--no-access-log",
-            ]
+            command = tobira_command(tobira_port, args.workers)
             say(f"starting tobira: {shlex.join(command)}")
             tobira = stack.enter_context(
                 running(command, tobira_log, tobira_env(tobira_port, upstream_port, tobira_dir))
@@ -529,6 +523,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target (default 2)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="tobira's worker processes and nginx's (default 1)"
+    )
     parser.add_argument("--nginx-only", action="store_true", help="measure the two nginx baselines only")
     args = parser.parse_args()
     if args.duration <= 0 or args.warmup <= 0:

@@ -13,7 +13,7 @@ request it protects, and the body is never read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -23,6 +23,7 @@ from app.account import current_session
 from app.errors import SignedOut, SiteNotAllowed
 from app.forward import Verdict, Visit, decide, identity_headers, sign_in_url, visit
 from app.forwarded import trusted_peer
+from app.lanes import HotAnswer, HotRequest
 from app.paths import route_path
 from app.services import Services
 from app.session import Session
@@ -35,6 +36,7 @@ READ_HEADERS = frozenset(
 )
 NO_STORE = {"Cache-Control": "no-store"}
 IDENTITY_CACHE_ENTRIES = 4096
+CONTENT_LENGTH_0 = (b"content-length", b"0")
 
 
 class ForwardAuthApp:
@@ -50,18 +52,11 @@ class ForwardAuthApp:
         redirect = PATHS[route_path(scope)]
         services = self.services()
         try:
-            headers = {
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in scope["headers"]
-                if name in READ_HEADERS
-            }
-            visited = visit(headers, trusted=trusted_peer(scope), original_first=not redirect)
-            name = services.cookies.session_name
-            session = await current_session(services, {name: cookie(headers.get("cookie"), name)})
-            verdict = decide(session, services.access, visited.host)
+            verdict, session, visited = await self.judge(scope["headers"], trusted_peer(scope), redirect)
             if verdict is Verdict.PASS:
                 assert session is not None
-                await send({"type": "http.response.start", "status": 200, "headers": self.identity(session)})
+                headers = [*self.identity(session), CONTENT_LENGTH_0]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": b""})
                 return
             response = refusal(Request(scope, receive), services, verdict, visited, redirect=redirect)
@@ -69,13 +64,36 @@ class ForwardAuthApp:
             response = exception_response(Request(scope, receive), exc)
         await self.pages(response)(scope, receive, send)
 
+    async def hot(self, request: HotRequest, *, trusted: bool, redirect: bool) -> HotAnswer | None:
+        """A pass, answered below ASGI (app.lanes); None for anything else, which `__call__` answers."""
+        verdict, session, _ = await self.judge(request.headers, trusted, redirect)
+        if verdict is not Verdict.PASS:
+            return None
+        assert session is not None
+        return 200, self.identity(session), b""
+
+    async def judge(
+        self, raw_headers: Iterable[tuple[bytes, bytes]], trusted: bool, redirect: bool
+    ) -> tuple[Verdict, Session | None, Visit]:
+        """The verdict on a request with these headers, the session it was made for and the visit."""
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in raw_headers
+            if name in READ_HEADERS
+        }
+        visited = visit(headers, trusted=trusted, original_first=not redirect)
+        services = self.services()
+        name = services.cookies.session_name
+        session = await current_session(services, {name: cookie(headers.get("cookie"), name)})
+        return decide(session, services.access, visited.host), session, visited
+
     def identity(self, session: Session) -> list[tuple[bytes, bytes]]:
-        """The pass's headers, made once per session."""
+        """The pass's headers (no length), made once per session."""
         found = self._identities.get(session.sid)
         if found is None:
             if len(self._identities) >= IDENTITY_CACHE_ENTRIES:
                 self._identities.clear()
-            pairs = {**NO_STORE, **identity_headers(session), "Content-Length": "0"}.items()
+            pairs = {**NO_STORE, **identity_headers(session)}.items()
             found = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in pairs]
             self._identities[session.sid] = found
         return found

@@ -1,0 +1,244 @@
+"""tobira's hot paths served below ASGI's request-response cycle: `LaneProtocol`, uvicorn's HTTP protocol
+with one change.
+
+A reverse proxy asks `/auth/request` before every request to the app it protects, and a site's pages call
+`/api/*` all the time. uvicorn serves each request through its request-response cycle (an event, a task
+that talks to the app in messages, checks on every header sent) and then tobira's plain ASGI layers; for
+these short requests that costs more than tobira's own work (bench/forward_bench.py, bench/proxy_bench.py).
+
+`LaneProtocol` asks the app (`hot_path`, see `app.main.Tobira`) whether a request is one of its hot paths as
+soon as its headers are in. If so, and the request is plain (HTTP/1.1, a declared body of at most
+`hot_body_limit` bytes, no `Expect`, no upgrade, no request still being answered before it on the
+connection), it reads the body whole and runs the app's hot ASGI app in one task, gathering the answer and
+writing it in one piece. Everything else (pages, uploads, WebSocket upgrades, pipelined and chunked
+requests, the concurrency limit) goes through uvicorn unchanged, as does every connection's life: keep-alive,
+timeouts, graceful stop (`shutdown`), the task uvicorn waits for on stop.
+
+Run it with `uvicorn --http app.lanes:LaneProtocol`; `tobira serve` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import httptools
+from starlette.types import Message, Scope
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+PLAIN_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+DISCONNECT = {"type": "http.disconnect"}
+SERVER_ERROR = (500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
+
+
+HotAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""Status, headers (lowercase names, no Content-Length) and body."""
+
+
+@dataclass(slots=True)
+class HotRequest:
+    """A hot request, read whole: what a hot handler is given instead of an ASGI scope."""
+
+    method: str
+    path: str  # as sent, not percent-decoded (a path with `%` never takes the lane)
+    query: bytes
+    headers: list[tuple[bytes, bytes]]  # lowercase names, as uvicorn gives them
+    body: bytes
+    client: tuple[str, int] | None
+
+    def header(self, name: bytes) -> bytes | None:
+        """The last value of header `name` (lowercase), or None."""
+        found = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+
+HotHandler = Callable[[HotRequest], Awaitable[HotAnswer | None]]
+"""Answers a hot request, or returns None, having done nothing, to have the ASGI app answer it."""
+
+
+@runtime_checkable
+class HotPaths(Protocol):
+    """What an app offers the protocol: `hot_path(path)` is the handler for a hot path, else None."""
+
+    hot_body_limit: int
+
+    def hot_path(self, path: str) -> HotHandler | None: ...
+
+
+class LaneCycle:
+    """One hot request under way. It stands where uvicorn keeps its request-response cycle (`self.cycle`),
+    with the attributes uvicorn's connection handling reads and writes."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "handler",
+        "keep_alive",
+        "message_event",
+        "response_complete",
+        "scope",
+    )
+
+    def __init__(self, handler: HotHandler, scope: Scope, keep_alive: bool) -> None:
+        self.handler = handler
+        self.scope = scope
+        self.keep_alive = keep_alive  # uvicorn's graceful stop sets it to False: close after answering
+        self.disconnected = False
+        self.response_complete = False
+        self.body: list[bytes] = []
+        self.message_event = self  # uvicorn sets it when the connection is lost
+
+    def set(self) -> None:
+        """uvicorn's signal that the connection is gone (or the body complete): nothing waits on it here."""
+
+
+class LaneProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, serving the app's hot paths itself (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain = not self.access_log and self.limit_concurrency is None and not self.root_path
+        self.hot = self.app if plain and isinstance(self.app, HotPaths) else None
+
+    def on_headers_complete(self) -> None:
+        handler = self._hot_handler()
+        if handler is None:
+            super().on_headers_complete()
+            return
+        scope: Scope = self.scope  # type: ignore[assignment]
+        cycle = LaneCycle(handler, scope, keep_alive=self.parser.should_keep_alive())
+        self.cycle = cycle  # type: ignore[assignment]
+
+    def _hot_handler(self) -> HotHandler | None:
+        """The handler for the request whose headers just arrived, with its scope completed; or None."""
+        hot, previous = self.hot, self.cycle
+        if (
+            hot is None
+            or (previous is not None and not previous.response_complete)
+            or self.parser.get_http_version() != "1.1"
+            or self.parser.should_upgrade()
+            or self.expect_100_continue
+            or not self._small_body(hot.hot_body_limit)
+        ):
+            return None
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        if b"%" in raw_path:  # left to uvicorn, which decodes it
+            return None
+        scope["path"] = raw_path.decode("ascii")
+        scope["raw_path"] = raw_path
+        scope["query_string"] = url.query or b""
+        return hot.hot_path(scope["path"])
+
+    def _small_body(self, limit: int) -> bool:
+        """True when the request declares a body of at most `limit` bytes, or none, and is not chunked."""
+        length = 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                if not value.isdigit():
+                    return False
+                length = int(value)
+            elif name == b"transfer-encoding":
+                return False
+        return length <= limit
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, LaneCycle):
+            cycle.body.append(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, LaneCycle):
+            super().on_message_complete()
+            return
+        task = self.loop.create_task(self._serve(cycle))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _serve(self, cycle: LaneCycle) -> None:
+        scope, body = cycle.scope, b"".join(cycle.body)
+        request = HotRequest(
+            scope["method"], scope["path"], scope["query_string"], scope["headers"], body, self.client
+        )
+        try:
+            answer = await cycle.handler(request)
+            if answer is None:
+                answer = await self._ordinary(scope, body)
+            data = self._encode(cycle, scope, *answer)
+        except Exception as exc:
+            log.error("unexpected error on a hot path", exc_info=exc)
+            cycle.keep_alive = False
+            data = self._encode(cycle, scope, *SERVER_ERROR)
+        except BaseException:  # cancelled: nothing more is written on this connection
+            self.transport.close()
+            raise
+        if not cycle.disconnected:
+            self.transport.write(data)
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    async def _ordinary(self, scope: Scope, body: bytes) -> HotAnswer:
+        """The request served by the whole ASGI app, as uvicorn would serve it."""
+        answer = Answer(body)
+        await self.app(scope, answer.receive, answer.send)
+        return answer.result()
+
+    def _encode(
+        self, cycle: LaneCycle, scope: Scope, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> bytes:
+        """The answer as bytes: the status line, uvicorn's default headers (Date, Server), the app's, the
+        length, and the body (none for HEAD)."""
+        lines = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            if name.lower() != b"content-length":
+                lines.append(b"%s: %s\r\n" % (name, value))
+        if not cycle.keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"content-length: %d\r\n\r\n" % len(body))
+        head = b"".join(lines)
+        # One line break per line, nowhere else: no header can split the answer.
+        if head.count(b"\n") != len(lines) + 1 or head.count(b"\r") != len(lines) + 1:
+            raise ValueError("a header name or value holds a line break")
+        return head if scope["method"] == "HEAD" else head + body
+
+
+class Answer:
+    """The ASGI side of a hot request: gives the app the whole body, gathers its answer."""
+
+    __slots__ = ("body", "chunks", "headers", "request", "status")
+
+    def __init__(self, body: bytes) -> None:
+        self.request: Message | None = {**PLAIN_REQUEST, "body": body} if body else PLAIN_REQUEST
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+
+    async def receive(self) -> Message:
+        request, self.request = self.request, None
+        return DISCONNECT if request is None else request
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
+
+    def result(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if not self.status:
+            raise RuntimeError("the app answered nothing")
+        return self.status, self.headers, b"".join(self.chunks)
