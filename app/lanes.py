@@ -19,9 +19,13 @@ Run it with `uvicorn --http app.lanes:LaneProtocol`; `tobira serve` does.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 import httptools
@@ -32,11 +36,12 @@ log = logging.getLogger(__name__)
 
 PLAIN_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 DISCONNECT = {"type": "http.disconnect"}
-SERVER_ERROR = (500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
+SERVER_ERROR = (500, b"content-type: text/plain; charset=utf-8\r\n", b"Internal Server Error")
+UNFRAMED = frozenset((b"content-length", b"transfer-encoding"))  # the lane frames every answer itself
 
 
-HotAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
-"""Status, headers (lowercase names, no Content-Length) and body."""
+HotAnswer = tuple[int, bytes, bytes]
+"""Status, header lines (`header_lines`; no Content-Length: the lane adds it) and body."""
 
 
 @dataclass(slots=True)
@@ -163,9 +168,10 @@ class LaneProtocol(HttpToolsProtocol):
         if not isinstance(cycle, LaneCycle):
             super().on_message_complete()
             return
-        task = self.loop.create_task(self._serve(cycle))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        task = start_eagerly(self.loop, self._serve(cycle))
+        if task is not None:
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
 
     async def _serve(self, cycle: LaneCycle) -> None:
         scope, body = cycle.scope, b"".join(cycle.body)
@@ -197,23 +203,70 @@ class LaneProtocol(HttpToolsProtocol):
         await self.app(scope, answer.receive, answer.send)
         return answer.result()
 
-    def _encode(
-        self, cycle: LaneCycle, scope: Scope, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> bytes:
+    def _encode(self, cycle: LaneCycle, scope: Scope, status: int, lines: bytes, body: bytes) -> bytes:
         """The answer as bytes: the status line, uvicorn's default headers (Date, Server), the app's, the
         length, and the body (none for HEAD)."""
-        lines = [STATUS_LINE[status]]
-        for name, value in (*self.server_state.default_headers, *headers):
-            if name.lower() != b"content-length":
-                lines.append(b"%s: %s\r\n" % (name, value))
-        if not cycle.keep_alive:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"content-length: %d\r\n\r\n" % len(body))
-        head = b"".join(lines)
-        # One line break per line, nowhere else: no header can split the answer.
-        if head.count(b"\n") != len(lines) + 1 or head.count(b"\r") != len(lines) + 1:
-            raise ValueError("a header name or value holds a line break")
+        close = b"" if cycle.keep_alive else b"connection: close\r\n"
+        head = b"%b%b%b%bcontent-length: %d\r\n\r\n" % (
+            STATUS_LINE[status],
+            self._default_lines(),
+            lines,
+            close,
+            len(body),
+        )
         return head if scope["method"] == "HEAD" else head + body
+
+    def _default_lines(self) -> bytes:
+        """uvicorn's default headers as lines; uvicorn makes a new list when the date changes."""
+        defaults = self.server_state.default_headers
+        if defaults is not _defaults[0]:
+            _defaults[:] = [defaults, header_lines(defaults)]
+        return _defaults[1]  # type: ignore[return-value]
+
+
+def start_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+) -> asyncio.Task[None] | None:
+    """Run `coro` now, up to its first real wait; if it has one, a task (returned) carries it on from there.
+
+    What Python 3.12's eager tasks do: a hot request whose answer needs no waiting (forward authentication
+    on the SQLite store) is answered within the callback that read it, with no task. The coroutine runs in a
+    context of its own, kept by the task, as a task's would."""
+    context = contextvars.copy_context()
+    try:
+        awaited = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return loop.create_task(_carry_on(coro, awaited), context=context)
+
+
+@types.coroutine
+def _carry_on(coro: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, Any, None]:
+    """Drives `coro`, started already and now waiting on `awaited`, as the body of the task that runs it."""
+    while True:
+        try:
+            value = yield awaited
+        except BaseException as exc:  # thrown in by the task: cancellation
+            step: Callable[[], Any] = partial(coro.throw, exc)
+        else:
+            step = partial(coro.send, value)
+        try:
+            awaited = step()
+        except StopIteration:
+            return
+
+
+_defaults: list[object] = [None, b""]  # uvicorn's default headers last seen, and their lines
+
+
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Headers as they go on the wire, `name: value` lines; a name or value with a line break is refused
+    (it would split the answer)."""
+    lines = [b"%b: %b\r\n" % (name, value) for name, value in headers]
+    joined = b"".join(lines)
+    if joined.count(b"\n") != len(lines) or joined.count(b"\r") != len(lines):
+        raise ValueError("a header name or value holds a line break")
+    return joined
 
 
 class Answer:
@@ -238,7 +291,8 @@ class Answer:
         elif message["type"] == "http.response.body":
             self.chunks.append(message.get("body", b""))
 
-    def result(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def result(self) -> HotAnswer:
         if not self.status:
             raise RuntimeError("the app answered nothing")
-        return self.status, self.headers, b"".join(self.chunks)
+        framed = [(name, value) for name, value in self.headers if name.lower() not in UNFRAMED]
+        return self.status, header_lines(framed), b"".join(self.chunks)

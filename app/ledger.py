@@ -35,6 +35,7 @@ from typing import NoReturn
 
 import orjson
 
+from app.endings import EndingsCount
 from app.errors import StoreUnavailable
 from app.metrics import METRICS
 from app.session import PENDING_TTL as SIGN_IN_SECONDS  # a sign-in under way: its cookie, claim, record
@@ -51,6 +52,7 @@ CODE_USED_SECONDS = 600.0
 ACCESS_TOKEN_SECONDS = 3600
 CONSENT_SECONDS = 365 * 24 * 3600
 CLIENT_FAILURE_SECONDS = 1.0
+NOT_ENDED_ENTRIES = 65536  # sessions a process remembers as not ended (about 8 MiB at most)
 
 
 def digest(secret: str) -> str:
@@ -64,8 +66,11 @@ log = logging.getLogger("tobira")
 class Ledger:
     """tobira's state, by meaning, over one store (SQLite or Redis: see `app.store`)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, endings: EndingsCount | None = None) -> None:
+        """`endings`: the host's count of ended sessions (app.endings), for a store only this host uses."""
         self.store = store
+        self.endings = endings
+        self._not_ended: dict[str, int] = {}  # session id: the count of endings when it was found not ended
 
     @contextmanager
     def _answering(self) -> Iterator[None]:
@@ -79,13 +84,24 @@ class Ledger:
         """Remember session `sid` as ended for `ttl` seconds (until it would have expired)."""
         with self._answering():
             await self.store.claim(f"ended:{sid}", max(1.0, ttl))
+        if self.endings is not None:
+            self.endings.add_one()  # after the store has it: see app.endings
 
     async def session_ended(self, sid: str) -> bool:
-        # Asked on every proxied call and forward-auth question: a plain try rather than `_answering`.
+        """Asked on every proxied call and forward-auth question: the store is asked only when no session
+        has ended on this host since this one was last found not ended (see app.endings)."""
+        count = None if self.endings is None else self.endings.value()
+        if count is not None and self._not_ended.get(sid) == count:
+            return False
         try:
-            return await self.store.exists(f"ended:{sid}")
+            ended = await self.store.exists(f"ended:{sid}")
         except getattr(self.store, "errors", ()) as exc:
             self._unavailable(exc)
+        if count is not None and not ended:
+            if len(self._not_ended) >= NOT_ENDED_ENTRIES:
+                self._not_ended.clear()
+            self._not_ended[sid] = count
+        return ended
 
     def _unavailable(self, exc: Exception) -> NoReturn:
         log.warning("the store does not answer: %s", type(exc).__name__)
@@ -222,3 +238,5 @@ class Ledger:
 
     async def close(self) -> None:
         await self.store.close()
+        if self.endings is not None:
+            self.endings.close()

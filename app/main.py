@@ -20,7 +20,6 @@ from app.lanes import HotAnswer, HotHandler, HotRequest
 from app.logs import REQUEST_ID, configure_logging
 from app.openapi import build_openapi
 from app.paths import UnderPath, route_path
-from app.requestids import HEADER as REQUEST_ID_HEADER
 from app.requestids import RequestIds
 from app.requestids import request_id as new_request_id
 from app.resolver import CLIENT
@@ -160,8 +159,8 @@ class Tobira(FastAPI):
             REQUEST_ID.reset(token)
         if answer is None:
             return None
-        status, headers, body = answer
-        return status, [*headers, (REQUEST_ID_HEADER, request_id.encode("ascii"))], body
+        status, lines, body = answer
+        return status, lines + b"x-request-id: %b\r\n" % request_id.encode("ascii"), body
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] in ("http", "websocket") else ""

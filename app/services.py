@@ -11,6 +11,7 @@ import httpx
 from app.access import AccessRules, load_rules
 from app.config import Settings
 from app.discovery import NODEINFO_DEADLINE, Discovery
+from app.endings import endings_for
 from app.endpoints import EndpointPolicy
 from app.guard import Guard, GuardSettings, Resolver, build_guard, guarded_client
 from app.ledger import Ledger
@@ -75,7 +76,8 @@ def build_services(
         resolver=resolver or build_resolver(settings),
     )
     client = guarded_client(guard)
-    ledger = Ledger(open_store(settings.resolved_store_url, clock=clock))
+    store = open_store(settings.resolved_store_url, clock=clock)
+    ledger = Ledger(store, endings_for(store))
     discovery = Discovery(
         client,
         ttl=settings.discovery_cache_seconds,

@@ -296,6 +296,7 @@ class SQLiteStore:
             file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # SQLite gives the -wal and -shm files the database file's mode.
             file.touch(mode=0o600, exist_ok=True)
+        self.path = path
         self._clock = clock
         self._writes = 0
         # check_same_thread=False: the module is built serialized (threadsafety 3) and every use here is a

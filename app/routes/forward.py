@@ -23,7 +23,7 @@ from app.account import current_session
 from app.errors import SignedOut, SiteNotAllowed
 from app.forward import Verdict, Visit, decide, identity_headers, sign_in_url, visit
 from app.forwarded import trusted_peer
-from app.lanes import HotAnswer, HotRequest
+from app.lanes import HotAnswer, HotRequest, header_lines
 from app.paths import route_path
 from app.services import Services
 from app.session import Session
@@ -46,7 +46,8 @@ class ForwardAuthApp:
     def __init__(self, services: Callable[[], Services], pages: Callable[[ASGIApp], ASGIApp]) -> None:
         self.services = services
         self.pages = pages
-        self._identities: dict[str, list[tuple[bytes, bytes]]] = {}  # by session id: sessions never change
+        # By session id (sessions never change): the pass's headers, and as lines.
+        self._identities: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         redirect = PATHS[route_path(scope)]
@@ -70,7 +71,7 @@ class ForwardAuthApp:
         if verdict is not Verdict.PASS:
             return None
         assert session is not None
-        return 200, self.identity(session), b""
+        return 200, self.identity_lines(session), b""
 
     async def judge(
         self, raw_headers: Iterable[tuple[bytes, bytes]], trusted: bool, redirect: bool
@@ -89,13 +90,20 @@ class ForwardAuthApp:
 
     def identity(self, session: Session) -> list[tuple[bytes, bytes]]:
         """The pass's headers (no length), made once per session."""
+        return self._identity(session)[0]
+
+    def identity_lines(self, session: Session) -> bytes:
+        """The same, as the lines app.lanes writes."""
+        return self._identity(session)[1]
+
+    def _identity(self, session: Session) -> tuple[list[tuple[bytes, bytes]], bytes]:
         found = self._identities.get(session.sid)
         if found is None:
             if len(self._identities) >= IDENTITY_CACHE_ENTRIES:
                 self._identities.clear()
             pairs = {**NO_STORE, **identity_headers(session)}.items()
-            found = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in pairs]
-            self._identities[session.sid] = found
+            headers = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in pairs]
+            found = self._identities[session.sid] = (headers, header_lines(headers))
         return found
 
 
