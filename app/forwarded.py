@@ -21,6 +21,7 @@ class ForwardedHeaders:
 
     def __init__(self, app: ASGIApp, *, trusted: str) -> None:
         self.proxy_headers = ProxyHeadersMiddleware(app, trusted_hosts=trusted)  # type: ignore[arg-type]
+        self._rewrite = ProxyHeadersMiddleware(_nothing, trusted_hosts=trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -31,6 +32,10 @@ class ForwardedHeaders:
         """Only note whether the peer is trusted (for a route that needs no rewritten client address)."""
         scope[TRUSTED_PEER] = self.trusts(scope.get("client"))
 
+    async def believe(self, scope: Scope) -> None:
+        """Rewrite the client's address and scheme in `scope` as `__call__` does (for app.lanes)."""
+        await self._rewrite(scope, _nothing, _nothing)  # type: ignore[arg-type]
+
     def trusts(self, client: tuple[str, int] | None) -> bool:
         """Whether a connection from `client` comes from a trusted proxy."""
         return client is not None and client[0] in self.proxy_headers.trusted_hosts
@@ -38,3 +43,7 @@ class ForwardedHeaders:
 
 def trusted_peer(scope: Scope) -> bool:
     return bool(scope.get(TRUSTED_PEER, False))
+
+
+async def _nothing(*args: object) -> None:
+    """The app after the rewriting, when only the rewriting is wanted."""

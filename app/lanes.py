@@ -19,18 +19,13 @@ Run it with `uvicorn --http app.lanes:LaneProtocol`; `tobira serve` does.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-import httptools
-from starlette.types import Message, Scope
+from starlette.types import ASGIApp, Message, Receive, Scope
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 log = logging.getLogger(__name__)
 
@@ -44,37 +39,18 @@ HotAnswer = tuple[int, bytes, bytes]
 """Status, header lines (`header_lines`; no Content-Length: the lane adds it) and body."""
 
 
-@dataclass(slots=True)
-class HotRequest:
-    """A hot request, read whole: what a hot handler is given instead of an ASGI scope."""
-
-    method: str
-    path: str  # as sent, not percent-decoded (a path with `%` never takes the lane)
-    query: bytes
-    headers: list[tuple[bytes, bytes]]  # lowercase names, as uvicorn gives them
-    body: bytes
-    client: tuple[str, int] | None
-
-    def header(self, name: bytes) -> bytes | None:
-        """The last value of header `name` (lowercase), or None."""
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found
-
-
-HotHandler = Callable[[HotRequest], Awaitable[HotAnswer | None]]
-"""Answers a hot request, or returns None, having done nothing, to have the ASGI app answer it."""
+HotHandler = Callable[[Scope, bytes], Awaitable[HotAnswer]]
+"""Answers a hot request: its ASGI scope, as uvicorn makes it, and its whole body."""
 
 
 @runtime_checkable
 class HotPaths(Protocol):
-    """What an app offers the protocol: `hot_path(path)` is the handler for a hot path, else None."""
+    """What an app offers the protocol: `hot_path(scope)` is the handler for a hot request (which it may
+    note in the scope), else None."""
 
     hot_body_limit: int
 
-    def hot_path(self, path: str) -> HotHandler | None: ...
+    def hot_path(self, scope: Scope) -> HotHandler | None: ...
 
 
 class LaneCycle:
@@ -109,7 +85,7 @@ class LaneProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        plain = not self.access_log and self.limit_concurrency is None and not self.root_path
+        plain = self.limit_concurrency is None and not self.root_path
         self.hot = self.app if plain and isinstance(self.app, HotPaths) else None
 
     def on_headers_complete(self) -> None:
@@ -133,16 +109,16 @@ class LaneProtocol(HttpToolsProtocol):
             or not self._small_body(hot.hot_body_limit)
         ):
             return None
+        raw_path, _, query = self.url.partition(b"?")
+        # Only a plain path: uvicorn decodes `%`, and takes other forms (`http://host/path`, `*`) apart.
+        if raw_path[:1] != b"/" or b"%" in raw_path or b"#" in query:
+            return None
         scope = self.scope
         scope["method"] = self.parser.get_method().decode("ascii")
-        url = httptools.parse_url(self.url)
-        raw_path = url.path
-        if b"%" in raw_path:  # left to uvicorn, which decodes it
-            return None
         scope["path"] = raw_path.decode("ascii")
         scope["raw_path"] = raw_path
-        scope["query_string"] = url.query or b""
-        return hot.hot_path(scope["path"])
+        scope["query_string"] = query
+        return hot.hot_path(scope)  # type: ignore[arg-type]  # uvicorn types its scope as a TypedDict
 
     def _small_body(self, limit: int) -> bool:
         """True when the request declares a body of at most `limit` bytes, or none, and is not chunked."""
@@ -168,21 +144,14 @@ class LaneProtocol(HttpToolsProtocol):
         if not isinstance(cycle, LaneCycle):
             super().on_message_complete()
             return
-        task = start_eagerly(self.loop, self._serve(cycle))
-        if task is not None:
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
+        task = self.loop.create_task(self._serve(cycle))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     async def _serve(self, cycle: LaneCycle) -> None:
         scope, body = cycle.scope, b"".join(cycle.body)
-        request = HotRequest(
-            scope["method"], scope["path"], scope["query_string"], scope["headers"], body, self.client
-        )
         try:
-            answer = await cycle.handler(request)
-            if answer is None:
-                answer = await self._ordinary(scope, body)
-            data = self._encode(cycle, scope, *answer)
+            data = self._encode(cycle, scope, *await cycle.handler(scope, body))
         except Exception as exc:
             log.error("unexpected error on a hot path", exc_info=exc)
             cycle.keep_alive = False
@@ -190,18 +159,21 @@ class LaneProtocol(HttpToolsProtocol):
         except BaseException:  # cancelled: nothing more is written on this connection
             self.transport.close()
             raise
+        if self.access_log:  # uvicorn's line, as its own cycle writes it
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),  # type: ignore[arg-type]  # uvicorn types its scope as a TypedDict
+                scope["method"],
+                get_path_with_query_string(scope),  # type: ignore[arg-type]
+                scope["http_version"],
+                int(data[9:12]),
+            )
         if not cycle.disconnected:
             self.transport.write(data)
         cycle.response_complete = True
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()
-
-    async def _ordinary(self, scope: Scope, body: bytes) -> HotAnswer:
-        """The request served by the whole ASGI app, as uvicorn would serve it."""
-        answer = Answer(body)
-        await self.app(scope, answer.receive, answer.send)
-        return answer.result()
 
     def _encode(self, cycle: LaneCycle, scope: Scope, status: int, lines: bytes, body: bytes) -> bytes:
         """The answer as bytes: the status line, uvicorn's default headers (Date, Server), the app's, the
@@ -224,36 +196,16 @@ class LaneProtocol(HttpToolsProtocol):
         return _defaults[1]  # type: ignore[return-value]
 
 
-def start_eagerly(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
-) -> asyncio.Task[None] | None:
-    """Run `coro` now, up to its first real wait; if it has one, a task (returned) carries it on from there.
-
-    What Python 3.12's eager tasks do: a hot request whose answer needs no waiting (forward authentication
-    on the SQLite store) is answered within the callback that read it, with no task. The coroutine runs in a
-    context of its own, kept by the task, as a task's would."""
-    context = contextvars.copy_context()
-    try:
-        awaited = context.run(coro.send, None)
-    except StopIteration:
-        return None
-    return loop.create_task(_carry_on(coro, awaited), context=context)
+async def run_asgi(app: ASGIApp, scope: Scope, body: bytes) -> HotAnswer:
+    """`app`'s answer to a request read whole."""
+    answer = Answer(body)
+    await app(scope, answer.receive, answer.send)
+    return answer.result()
 
 
-@types.coroutine
-def _carry_on(coro: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, Any, None]:
-    """Drives `coro`, started already and now waiting on `awaited`, as the body of the task that runs it."""
-    while True:
-        try:
-            value = yield awaited
-        except BaseException as exc:  # thrown in by the task: cancellation
-            step: Callable[[], Any] = partial(coro.throw, exc)
-        else:
-            step = partial(coro.send, value)
-        try:
-            awaited = step()
-        except StopIteration:
-            return
+def receiving(body: bytes) -> Receive:
+    """An ASGI `receive` for a request read whole: its body, then the end of the connection."""
+    return Answer(body).receive
 
 
 _defaults: list[object] = [None, b""]  # uvicorn's default headers last seen, and their lines

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import metrics
 from app.clients import client_key
 from app.config import Settings, load_settings
-from app.forwarded import ForwardedHeaders
+from app.forwarded import TRUSTED_PEER, ForwardedHeaders
 from app.guard import Resolver
-from app.lanes import HotAnswer, HotHandler, HotRequest
+from app.lanes import HotAnswer, HotHandler
 from app.logs import REQUEST_ID, configure_logging
 from app.openapi import build_openapi
 from app.paths import UnderPath, route_path
@@ -72,8 +72,11 @@ def create_app(
     sources, hsts = " ".join(["https:", *settings.dev_instances]), settings.is_production
     app.add_middleware(SecurityHeaders, instance_sources=sources, hsts=hsts)
     app.add_middleware(ResolvingFor, ipv6_prefix=settings.rate_limit_ipv6_prefix)
-    proxy = SecurityHeaders(ProxyApp(lambda: app.state.services), instance_sources=sources, hsts=hsts)
+    app.proxy_app = ProxyApp(lambda: app.state.services)
+    proxy = SecurityHeaders(app.proxy_app, instance_sources=sources, hsts=hsts)
+    app.proxy_lines = proxy.json_lines()
     app.proxy = ResolvingFor(proxy, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+    app.ipv6_prefix = settings.rate_limit_ipv6_prefix
     app.streaming = ResolvingFor(
         StreamingApp(lambda: app.state.services), ipv6_prefix=settings.rate_limit_ipv6_prefix
     )
@@ -113,6 +116,11 @@ class ResolvingFor:
             CLIENT.reset(token)
 
 
+def _with_id(answer: HotAnswer, request_id: str) -> HotAnswer:
+    status, lines, body = answer
+    return status, lines + b"x-request-id: %b\r\n" % request_id.encode("ascii"), body
+
+
 class Tobira(FastAPI):
     """FastAPI for the pages; `/api/*` goes straight to the proxy and `/auth/request`, `/auth/forward` to
     forward authentication: tobira's hot paths. Every request first gets its id (`entry`, app.requestids)."""
@@ -123,7 +131,10 @@ class Tobira(FastAPI):
     front: ForwardedHeaders  # X-Forwarded-* from trusted proxies only (app.forwarded), then `dispatch`
     entry: ASGIApp  # request ids (app.requestids), then tobira's path prefix (app.paths), then `route`
     under_path: UnderPath
-    hot_handlers: dict[str, HotHandler]  # by path without the prefix: see `hot_path`
+    proxy_app: ProxyApp
+    proxy_lines: bytes  # the security headers of the proxy's answers, as app.lanes writes them
+    ipv6_prefix: int
+    hot_handlers: dict[str, HotHandler]  # forward authentication's, by path without the prefix
     hot_body_limit: int  # app.lanes serves no hot request with a longer body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,29 +149,43 @@ class Tobira(FastAPI):
         else:
             await self.front(scope, receive, send)
 
-    def hot_path(self, path: str) -> HotHandler | None:
-        """For app.lanes: the handler of a request to forward authentication (`hot_forward`); None for any
-        other path, and for every request that handler does not answer, served then by `entry`."""
+    def hot_path(self, scope: Scope) -> HotHandler | None:
+        """For app.lanes: the handler of a request to the proxy (`hot_proxy`) or to forward authentication
+        (`hot_forward`), with the prefix noted as `root_path` as `entry` would; None for any other path."""
+        path: str = scope["path"]
         base = self.under_path.base_path
         if base:
             if not path.startswith(base + "/"):
                 return None
             path = path[len(base) :]
-        return self.hot_handlers.get(path)
+        handler = self.hot_proxy if path.startswith("/api/") else self.hot_handlers.get(path)
+        if handler is not None:
+            scope["root_path"] = base
+            scope["app"] = self  # as `route` does: forward authentication's refusals are pages
+        return handler
 
-    async def hot_forward(self, request: HotRequest, *, redirect: bool) -> HotAnswer | None:
-        """A pass from forward authentication, with the request's id, or None."""
-        trusted = self.front.trusts(request.client)
-        request_id = new_request_id(request.headers, trusted=trusted)
-        token = REQUEST_ID.set(request_id)
-        try:
-            answer = await self.forward.hot(request, trusted=trusted, redirect=redirect)
-        finally:
-            REQUEST_ID.reset(token)
-        if answer is None:
-            return None
-        status, lines, body = answer
-        return status, lines + b"x-request-id: %b\r\n" % request_id.encode("ascii"), body
+    async def hot_forward(self, scope: Scope, body: bytes, *, redirect: bool) -> HotAnswer:
+        """Forward authentication's answer, with the request's id. (app.lanes runs each hot request in a
+        task, so in a context of its own: no reset.)"""
+        trusted = self.front.trusts(scope["client"])
+        request_id = new_request_id(scope["headers"], trusted=trusted)
+        REQUEST_ID.set(request_id)
+        scope[TRUSTED_PEER] = trusted
+        answer = await self.forward.hot(scope, trusted=trusted, redirect=redirect)
+        return _with_id(answer, request_id)
+
+    async def hot_proxy(self, scope: Scope, body: bytes) -> HotAnswer:
+        """A proxied call, answered as `entry` would: the request's id, the client as a trusted proxy
+        names it (for the resolver's per-client cap), the security headers."""
+        trusted = self.front.trusts(scope["client"])
+        request_id = new_request_id(scope["headers"], trusted=trusted)
+        REQUEST_ID.set(request_id)
+        if trusted:
+            await self.front.believe(scope)
+        if scope["client"]:
+            CLIENT.set(client_key(scope["client"][0], self.ipv6_prefix))
+        status, lines, answer = await self.proxy_app.hot(scope, body)
+        return _with_id((status, lines + self.proxy_lines, answer), request_id)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] in ("http", "websocket") else ""

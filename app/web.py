@@ -33,6 +33,7 @@ from app.errors import (
     TobiraError,
     misskey_shape,
 )
+from app.lanes import header_lines
 from app.metrics import METRICS
 from app.paths import route_path
 from app.services import Services
@@ -322,6 +323,11 @@ class SecurityHeaders:
         ]
         if hsts:
             self.headers.append(HSTS)
+
+    def json_lines(self) -> bytes:
+        """The headers it adds to an answer with none of these of its own (the proxy's), as app.lanes
+        writes them."""
+        return header_lines([*self.headers, DEFAULT_REFERRER_POLICY])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

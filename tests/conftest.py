@@ -115,6 +115,9 @@ def start_tobira(tmp_path: Path, base_path: str = "", **env: str) -> TobiraProce
                 "uvicorn",
                 "--factory",
                 "app.main:create_app",
+                "--http",
+                "app.lanes:LaneProtocol",  # as `tobira serve` runs it, with uvicorn's debug and access logs
+                "--no-proxy-headers",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -23,7 +23,7 @@ from app.account import current_session
 from app.errors import SignedOut, SiteNotAllowed
 from app.forward import Verdict, Visit, decide, identity_headers, sign_in_url, visit
 from app.forwarded import trusted_peer
-from app.lanes import HotAnswer, HotRequest, header_lines
+from app.lanes import HotAnswer, header_lines, receiving, run_asgi
 from app.paths import route_path
 from app.services import Services
 from app.session import Session
@@ -50,28 +50,35 @@ class ForwardAuthApp:
         self._identities: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        redirect = PATHS[route_path(scope)]
-        services = self.services()
+        outcome = await self.outcome(
+            scope, receive, trusted=trusted_peer(scope), redirect=PATHS[route_path(scope)]
+        )
+        if isinstance(outcome, Response):
+            await self.pages(outcome)(scope, receive, send)
+            return
+        headers = [*self.identity(outcome), CONTENT_LENGTH_0]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def hot(self, scope: Scope, *, trusted: bool, redirect: bool) -> HotAnswer:
+        """The same answer, for app.lanes."""
+        outcome = await self.outcome(scope, receiving(b""), trusted=trusted, redirect=redirect)
+        if isinstance(outcome, Response):
+            return await run_asgi(self.pages(outcome), scope, b"")
+        return 200, self.identity_lines(outcome), b""
+
+    async def outcome(
+        self, scope: Scope, receive: Receive, *, trusted: bool, redirect: bool
+    ) -> Session | Response:
+        """The session of a pass, else the answer: not signed in, refused, or an error."""
         try:
-            verdict, session, visited = await self.judge(scope["headers"], trusted_peer(scope), redirect)
+            verdict, session, visited = await self.judge(scope["headers"], trusted, redirect)
             if verdict is Verdict.PASS:
                 assert session is not None
-                headers = [*self.identity(session), CONTENT_LENGTH_0]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": b""})
-                return
-            response = refusal(Request(scope, receive), services, verdict, visited, redirect=redirect)
+                return session
+            return refusal(Request(scope, receive), self.services(), verdict, visited, redirect=redirect)
         except Exception as exc:
-            response = exception_response(Request(scope, receive), exc)
-        await self.pages(response)(scope, receive, send)
-
-    async def hot(self, request: HotRequest, *, trusted: bool, redirect: bool) -> HotAnswer | None:
-        """A pass, answered below ASGI (app.lanes); None for anything else, which `__call__` answers."""
-        verdict, session, _ = await self.judge(request.headers, trusted, redirect)
-        if verdict is not Verdict.PASS:
-            return None
-        assert session is not None
-        return 200, self.identity_lines(session), b""
+            return exception_response(Request(scope, receive), exc)
 
     async def judge(
         self, raw_headers: Iterable[tuple[bytes, bytes]], trusted: bool, redirect: bool

@@ -34,6 +34,7 @@ from app.errors import (
     UnsupportedMediaType,
     misskey_shape,
 )
+from app.lanes import HotAnswer, header_lines, receiving
 from app.metrics import METRICS, status_class
 from app.paths import raw_route_path
 from app.services import Services
@@ -198,14 +199,23 @@ class ProxyApp:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.answer(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def hot(self, scope: Scope, body: bytes) -> HotAnswer:
+        """The same, for a request app.lanes has read whole."""
+        response = await self.answer(Request(scope, receiving(body)))
+        headers = [(name, value) for name, value in response.raw_headers if name != b"content-length"]
+        return response.status_code, header_lines(headers), bytes(response.body)
+
+    async def answer(self, request: Request) -> Response:
         started = time.perf_counter()
-        request = Request(scope, receive)
         try:
             if request.method != "POST":
                 raise MethodNotAllowed()
             response = await proxy(request, self.services())
         except Exception as exc:
             response = exception_response(request, exc)
-        await response(scope, receive, send)
         METRICS.proxy_requests.labels(status_class(response.status_code)).inc()
         METRICS.proxy_duration.observe(time.perf_counter() - started)
+        return response
