@@ -6,11 +6,13 @@ subscriber usually holds a whole /64, so counting full addresses would give one 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 DEFAULT_IPV6_PREFIX = 64
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every request: the same few proxies and clients
 def client_key(address: str | None, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
     """The key one client's counts share: the IPv4 address, the IPv6 network, or the text as given when it
     is no IP address (a Unix socket peer, a test client); "unknown" when there is none."""

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
         """Where tobira's routes are: its origin and its path; every absolute URL tobira makes starts so."""
         return self.public_origin + self.base_path
 
-    @property
+    @cached_property  # asked on every proxied call
     def public_origin(self) -> str:
         """Scheme and authority of `public_url`, lowercased, without a trailing slash."""
         parts = urlsplit(self.public_url)
