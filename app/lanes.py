@@ -156,7 +156,10 @@ class LaneProtocol(HttpToolsProtocol):
             log.error("unexpected error on a hot path", exc_info=exc)
             cycle.keep_alive = False
             data = self._encode(cycle, scope, *SERVER_ERROR)
-        except BaseException:  # cancelled: nothing more is written on this connection
+        except BaseException:  # cancelled (a stop that waited long enough): a 500, as uvicorn answers then
+            cycle.keep_alive = False
+            if not cycle.disconnected:
+                self.transport.write(self._encode(cycle, scope, *SERVER_ERROR))
             self.transport.close()
             raise
         if self.access_log:  # uvicorn's line, as its own cycle writes it
