@@ -7,14 +7,15 @@ that talks to the app in messages, checks on every header sent) and then tobira'
 these short requests that costs more than tobira's own work (bench/forward_bench.py, bench/proxy_bench.py).
 
 `LaneProtocol` asks the app (`hot_path`, see `app.main.Tobira`) whether a request is one of its hot paths as
-soon as its headers are in. If so, and the request is plain (HTTP/1.1, a declared body of at most
-`hot_body_limit` bytes, no `Expect`, no upgrade, no request still being answered before it on the
-connection), it reads the body whole and runs the app's hot ASGI app in one task, gathering the answer and
-writing it in one piece. Everything else (pages, uploads, WebSocket upgrades, pipelined and chunked
+soon as its headers are in. If so, and the request is plain (HTTP/1.1, a path without `%`, a declared body
+of at most `hot_body_limit` bytes, no `Expect`, no upgrade, no request still being answered before it on the
+connection), it reads the body whole, runs the app's handler for it in one task and writes the answer in one
+piece, with its own length. Everything else (pages, uploads, WebSocket upgrades, pipelined and chunked
 requests, the concurrency limit) goes through uvicorn unchanged, as does every connection's life: keep-alive,
 timeouts, graceful stop (`shutdown`), the task uvicorn waits for on stop.
 
-Run it with `uvicorn --http app.lanes:LaneProtocol`; `tobira serve` does.
+Run it with `uvicorn --http app.lanes:LaneProtocol`; `tobira serve` does. It relies on the attributes of
+uvicorn's protocol that it names, which is why pyproject.toml takes one minor version of uvicorn at a time.
 """
 
 from __future__ import annotations
