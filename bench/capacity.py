@@ -156,8 +156,7 @@ async def start_tobira(
     url = f"http://{TOBIRA_HOST}:{port}"
     folder = work / "tobira"
     folder.mkdir(mode=0o700)
-    env = tobira_env(url, [instance], folder / "data", PER_HOST_CONNECTIONS)
-    env.update(PYTHONPATH=str(ROOT), **extra)
+    env = tobira_env(url, [instance], folder / "data", PER_HOST_CONNECTIONS) | extra
     log = folder / "tobira.log"
     process = stack.enter_context(running(proxy_bench.tobira_command(port, 1), log, env))
     await wait_healthy(url, process, log)
