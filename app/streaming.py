@@ -76,18 +76,22 @@ class StreamingApp:
             await _deny(scope, send, admitted)
             return
         session, upstream = admitted
-        ended = services.streams.add(session.sid)
+        relay = _Relay(
+            receive,
+            send,
+            upstream,
+            ended_elsewhere=lambda: _ended_elsewhere(services, session),
+            stopping=lambda: services.streams.stopping,
+        )
+        services.streams.add(session.sid, relay.session_ended)
         METRICS.open_streams.inc()
         try:
             await send({"type": "websocket.accept"})
             log.info("stream opened to %s", session.host)
-            relay = _Relay(receive, send, upstream)
-            await relay.run(
-                ended, lambda: _ended_elsewhere(services, session), lambda: services.streams.stopping
-            )
+            await relay.run()
         finally:
             METRICS.open_streams.dec()
-            services.streams.remove(session.sid, ended)
+            services.streams.remove(session.sid, relay.session_ended)
             await upstream.close()
             log.info("stream to %s closed", session.host)
 
@@ -134,6 +138,8 @@ async def _open_upstream(services: Services, session: Session) -> ClientConnecti
             proxy=None,
             user_agent_header=USER_AGENT,
             max_size=INSTANCE_MAX_FRAME,
+            # Misskey's server offers no compression, and a compressor would cost each stream ~150 KiB.
+            compression=None,
             open_timeout=services.settings.request_timeout,
             logger=_wire_log,
         )
@@ -170,42 +176,100 @@ async def _deny(scope: Scope, send: Send, status: int) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
+Codes = tuple[int | None, int | None]
+"""How a stream ends: (the code for the browser, or None if it left; the code for the instance, or None)."""
+
+
 class _Relay:
-    """Frames both ways until one side closes, a frame is too big, the stream idles or the session ends."""
+    """Frames both ways until one side closes, a frame is too big, the stream idles or the session ends.
 
-    def __init__(self, receive: Receive, send: Send, upstream: ClientConnection) -> None:
-        self._receive = receive
-        self._send = send
-        self._upstream = upstream
-        self._last_frame = time.monotonic()
+    A task carries each direction; a timer wakes for the idle deadline and the periodic look at the store
+    (a task only while it looks): an idle stream costs as little as it can. Whichever ends the stream first
+    decides the codes; an exception in any of them ends it too, raised by `run`.
+    """
 
-    async def run(
+    def __init__(
         self,
-        ended: asyncio.Event,
+        receive: Receive,
+        send: Send,
+        upstream: ClientConnection,
+        *,
         ended_elsewhere: Callable[[], Awaitable[bool]],
         stopping: Callable[[], bool],
     ) -> None:
-        """Relay until the end; `ended` is set when the session ends or, `stopping()` then true, the server
-        stops (both sides then hear 1001)."""
-        tasks = [
-            asyncio.create_task(self._from_browser()),
-            asyncio.create_task(self._from_instance()),
-            asyncio.create_task(self._watch(ended, ended_elsewhere, stopping)),
+        self._receive = receive
+        self._send = send
+        self._upstream = upstream
+        self._ended_elsewhere = ended_elsewhere
+        self._stopping = stopping
+        self._last_frame = time.monotonic()
+        self._next_check = self._last_frame + ENDED_CHECK_SECONDS
+        self._outcome: asyncio.Future[Codes] = asyncio.get_running_loop().create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._look: asyncio.Task[None] | None = None
+
+    def session_ended(self) -> None:
+        """The session ended on this process, or the server is stopping (both sides then hear 1001)."""
+        self._end((GOING_AWAY, GOING_AWAY) if self._stopping() else (SIGNED_OUT, 1000))
+
+    async def run(self) -> None:
+        """Relay until the end, then close both sides with the codes it decided."""
+        carriers = [
+            asyncio.create_task(self._guarded(self._from_browser())),
+            asyncio.create_task(self._guarded(self._from_instance())),
         ]
+        self._wake()
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            browser_code, instance_code = await self._outcome
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            tasks = carriers if self._look is None else [*carriers, self._look]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        # (code for the browser or None if it left, code for the instance or None if it left)
-        browser_code, instance_code = next(iter(done)).result()
         if instance_code is not None:
             await self._upstream.close(instance_code)
         if browser_code is not None:
             await self._send({"type": "websocket.close", "code": browser_code})
 
-    async def _from_browser(self) -> tuple[int | None, int | None]:
+    def _end(self, codes: Codes) -> None:
+        if not self._outcome.done():
+            self._outcome.set_result(codes)
+
+    async def _guarded(self, step: Awaitable[Codes | None]) -> None:
+        """Await `step`: the codes it returns end the stream, and so does an exception it raises."""
+        try:
+            codes = await step
+        except Exception as exc:
+            if not self._outcome.done():
+                self._outcome.set_exception(exc)
+            return
+        if codes is not None:
+            self._end(codes)
+
+    def _wake(self) -> None:
+        """Close an idle stream, start the look at the store when it is due, else sleep until either is."""
+        self._timer = None
+        now = time.monotonic()
+        idle_deadline = self._last_frame + IDLE_SECONDS
+        if now >= idle_deadline:
+            self._end((GOING_AWAY, GOING_AWAY))
+        elif now >= self._next_check:
+            self._look = asyncio.create_task(self._guarded(self._look_at_store()))
+        else:
+            delay = min(idle_deadline, self._next_check) - now
+            self._timer = asyncio.get_running_loop().call_later(delay, self._wake)
+
+    async def _look_at_store(self) -> Codes | None:
+        if await self._ended_elsewhere():
+            return SIGNED_OUT, 1000
+        self._look = None
+        self._next_check = time.monotonic() + ENDED_CHECK_SECONDS
+        self._wake()
+        return None
+
+    async def _from_browser(self) -> Codes:
         while True:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
@@ -219,7 +283,7 @@ class _Relay:
             self._last_frame = time.monotonic()
             await self._upstream.send(data)
 
-    async def _from_instance(self) -> tuple[int | None, int | None]:
+    async def _from_instance(self) -> Codes:
         try:
             async for data in self._upstream:
                 self._last_frame = time.monotonic()
@@ -228,27 +292,3 @@ class _Relay:
         except ConnectionClosed:
             pass
         return sendable(self._upstream.close_code, BAD_GATEWAY), None
-
-    async def _watch(
-        self,
-        ended: asyncio.Event,
-        ended_elsewhere: Callable[[], Awaitable[bool]],
-        stopping: Callable[[], bool],
-    ) -> tuple[int | None, int | None]:
-        """Wakes for the sign-out (or stop) event, the idle deadline and the periodic look at the store."""
-        next_check = time.monotonic() + ENDED_CHECK_SECONDS
-        while True:
-            now = time.monotonic()
-            idle_deadline = self._last_frame + IDLE_SECONDS
-            if now >= idle_deadline:
-                return GOING_AWAY, GOING_AWAY
-            if now >= next_check:
-                if await ended_elsewhere():
-                    return SIGNED_OUT, 1000
-                next_check = now + ENDED_CHECK_SECONDS
-            try:
-                async with asyncio.timeout(min(idle_deadline, next_check) - now):
-                    await ended.wait()
-            except TimeoutError:
-                continue
-            return (GOING_AWAY, GOING_AWAY) if stopping() else (SIGNED_OUT, 1000)

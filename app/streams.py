@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -25,27 +25,25 @@ class StreamRegistry:
     """The open streams of this process by session id, so a sign-out can close them."""
 
     def __init__(self) -> None:
-        self._streams: dict[str, set[asyncio.Event]] = {}
+        self._streams: dict[str, set[Callable[[], None]]] = {}
         self.stopping = False
         """True once the server stops: streams close with 1001 and no new one opens."""
 
-    def add(self, sid: str) -> asyncio.Event:
-        """A new stream of session `sid`; the event is set when the session ends (or the server stops)."""
-        event = asyncio.Event()
-        self._streams.setdefault(sid, set()).add(event)
-        return event
+    def add(self, sid: str, end: Callable[[], None]) -> None:
+        """A new stream of session `sid`; `end()` is called when the session ends (or the server stops)."""
+        self._streams.setdefault(sid, set()).add(end)
 
-    def remove(self, sid: str, event: asyncio.Event) -> None:
+    def remove(self, sid: str, end: Callable[[], None]) -> None:
         streams = self._streams.get(sid)
         if streams is not None:
-            streams.discard(event)
+            streams.discard(end)
             if not streams:
                 del self._streams[sid]
 
     def close(self, sid: str) -> None:
         """Ask every open stream of session `sid` to close."""
-        for event in self._streams.pop(sid, ()):
-            event.set()
+        for end in self._streams.pop(sid, ()):
+            end()
 
     def stop(self) -> None:
         """Ask every open stream to close, as the server is stopping; refuse new ones from now on."""

@@ -7,8 +7,8 @@ is stopped when it ends (and dies with it if it is killed outright). Every start
 time limit, so a run takes at most about six minutes more than the soak. Linux only: it reads /proc.
 
 What runs:
-- tobira as one real uvicorn process, with the stand-in and the slow instance as dev origins and no
-  sign-in rate limit;
+- tobira as operators run it, `tobira serve` (one process), with the stand-in and the slow instance as dev
+  origins and no sign-in rate limit;
 - the stand-in Misskey server (`app.standin`) on 127.0.0.2 with one account per simulated browser
   (user0, user1, …), served by `run_standin_in_thread` in a child process of this script, so that it
   does not share an interpreter (and its lock) with the clients whose latencies are measured; the
@@ -293,6 +293,7 @@ def tobira_env(public_url: str, dev_origins: list[str], data_dir: Path, per_host
         if not name.startswith("TOBIRA_") and name.lower() not in {"http_proxy", "https_proxy", "all_proxy"}
     }
     env.update(
+        PYTHONPATH=str(ROOT),  # this checkout's `app`, not whatever the venv has installed
         TOBIRA_PUBLIC_URL=public_url,
         TOBIRA_DEV_INSTANCES=",".join(dev_origins),
         TOBIRA_DATA_DIR=str(data_dir),
@@ -813,16 +814,12 @@ async def run(args: argparse.Namespace, command: str, say: Callable[[str], None]
         tobira_command = [
             sys.executable,
             "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--app-dir",
-            str(ROOT),
+            "app.cli",
+            "serve",
             "--host",
             TOBIRA_HOST,
             "--port",
             str(port),
-            "--no-access-log",
         ]
         env = tobira_env(tobira_url, [standin.url, slow.url], work / "data", args.per_host_connections)
         say(f"starting tobira: {shlex.join(tobira_command)}")
