@@ -1,7 +1,8 @@
 """The open streams of one process, by session, so that a sign-out closes them (`app.streaming` relays them),
 and so that a stopping server closes them all with 1001 ("going away") before it goes.
 
-A Misskey server keeps streams open after their token is revoked, so tobira closes its side itself.
+A Misskey server keeps streams open after their token is revoked, so tobira closes its side itself. The
+memory a closed stream's connections held is handed back to the system a while later (`app.heap`).
 
 Stopping: uvicorn, on SIGTERM or SIGINT, stops accepting connections, then closes every WebSocket it still
 has with 1012 ("service restart") and waits for HTTP requests under way. `closed_on_stop` puts a handler in
@@ -18,14 +19,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from app.heap import HeapTrimmer
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StreamRegistry:
     """The open streams of this process by session id, so a sign-out can close them."""
 
-    def __init__(self) -> None:
+    def __init__(self, trimmer: HeapTrimmer | None = None) -> None:
         self._streams: dict[str, set[Callable[[], None]]] = {}
+        self._trimmer = trimmer or HeapTrimmer()
         self.stopping = False
         """True once the server stops: streams close with 1001 and no new one opens."""
 
@@ -34,6 +38,8 @@ class StreamRegistry:
         self._streams.setdefault(sid, set()).add(end)
 
     def remove(self, sid: str, end: Callable[[], None]) -> None:
+        """A stream of session `sid` closed; the memory its connections held goes back in a while."""
+        self._trimmer.soon()
         streams = self._streams.get(sid)
         if streams is not None:
             streams.discard(end)

@@ -6,7 +6,7 @@
 Not part of the test suite: run it by hand. Linux only: it reads /proc. Needs nginx and wrk (Debian:
 `apt-get install -y nginx-light wrk`). Everything listens on 127.0.0.0/8, every process it starts is stopped
 when it ends (and dies with it if it is killed outright), and every step has a time limit: a run takes
-about two minutes. tobira runs as operators run it, `tobira serve` (one process, SQLite).
+about three minutes. tobira runs as operators run it, `tobira serve` (one process, SQLite).
 
 1. Idle streams. tobira relays `/streaming` to an https instance on 127.0.0.2, trusted through a test CA
    (`SSL_CERT_FILE`) that signs through an intermediate, as Let's Encrypt does: a stream is the browser's
@@ -19,8 +19,11 @@ about two minutes. tobira runs as operators run it, `tobira serve` (one process,
    first use is then loaded), the script reads tobira's resident memory (VmRSS), opens streams up to each
    count of `--streams` and reads it again once they have settled. At the last count the streams stay
    idle for `--hold-seconds` (WebSocket pings go both ways every 20 s), then a sample of them relays a
-   frame both ways, and tobira and the instance must still hold every one. Reported: bytes per stream
-   (RSS added / streams open) and how many streams a GiB holds at that rate. tobira holds two sockets a
+   frame both ways, and tobira and the instance must still hold every one. Then all close, and once
+   tobira has handed the freed memory back (`app.heap`, 30 s later) the same streams open again: they
+   must fit in about the memory they took the first time (at most +5 %), or streams opening and closing
+   all day would grow the process. Reported: bytes per stream (RSS added / streams open) and how many
+   streams a GiB holds at that rate. tobira holds two sockets a
    stream: the script raises the limit on open files as far as it needs, which past the hard limit takes
    root with CAP_SYS_RESOURCE (the default 9,900 streams fit a hard limit of 20,000).
 2. Sign-ins per second. A new tobira process against nginx answering like an instance with fixed answers
@@ -32,9 +35,9 @@ about two minutes. tobira runs as operators run it, `tobira serve` (one process,
    on 2 cores the clients share the machine with tobira.
 
 Exit status: 0 when everything was measured and met its target (at least 10,000 idle streams per GiB, no
-error anywhere, every stream still open and relaying after the hold); 1 when a target was missed or there
-were errors; 2 when the measurement could not be made (a missing tool, too low a limit on open files, a
-server that would not start, a step over its time limit).
+error anywhere, every stream still open and relaying after the hold, no growth when opened again); 1 when
+a target was missed or there were errors; 2 when the measurement could not be made (a missing tool, too
+low a limit on open files, a server that would not start, a step over its time limit).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from websockets.exceptions import WebSocketException  # noqa: E402
 from websockets.typing import Origin  # noqa: E402
 
 from app import http1  # noqa: E402
+from app.heap import TRIM_DELAY_SECONDS  # noqa: E402
 from bench import proxy_bench  # noqa: E402
 from bench.load import (  # noqa: E402
     STARTUP_SECONDS,
@@ -94,6 +98,7 @@ INSTANCE_HOST = "127.0.0.2"
 PER_HOST_CONNECTIONS = 32  # tobira's default
 GIB = 2**30
 TARGET_STREAMS_PER_GIB = 10_000
+MAX_REOPENED_GROWTH = 0.05  # the same streams opened again must not take much more memory than before
 # The most files one process here opens: tobira, two sockets a stream, and a few of its own.
 OPEN_FILES_PER_STREAM = 2
 OPEN_FILES_SPARE = 128
@@ -404,8 +409,9 @@ def until(deadline: float) -> Callable[[], bool]:
 
 @dataclass(frozen=True)
 class MemoryPoint:
-    """tobira's resident memory and open files with `streams` streams open."""
+    """tobira's resident memory and open files with `streams` streams open, `when`."""
 
+    when: str
     streams: int
     rss_kib: int
     fds: int
@@ -425,11 +431,11 @@ class Lived:
 class Streams:
     """Idle streams and tobira's memory at each count, and whether they all lived."""
 
-    points: list[MemoryPoint]  # before, at each count, after the hold, all closed again
-    hold_seconds: float
+    points: list[MemoryPoint]  # before, at each count, after the hold, all closed, all opened again
     bytes_per_stream: int  # (RSS with the most streams - RSS before) / the most streams
     streams_per_gib: int
     rss_mib_at_most: float
+    reopened_growth_pct: float  # RSS with the most streams opened again, against the first time
     lived: Lived
     sign_ins: int
     errors: int
@@ -496,10 +502,10 @@ class StreamClients:
         self.open.clear()
 
 
-async def settled(pid: int, streams: int) -> MemoryPoint:
-    """tobira's memory once the streams just opened have settled."""
+async def settled(pid: int, when: str, streams: int) -> MemoryPoint:
+    """tobira's memory once the streams just opened or closed have settled."""
     await asyncio.sleep(SETTLE_SECONDS)
-    return MemoryPoint(streams, rss_kib(pid), open_fds(pid))
+    return MemoryPoint(when, streams, rss_kib(pid), open_fds(pid))
 
 
 def instance_certificate(work: Path) -> tuple[Path, Path, Path]:
@@ -538,51 +544,60 @@ async def idle_streams(args: argparse.Namespace, say: Callable[[str], None]) -> 
 async def measure_streams(
     args: argparse.Namespace, clients: StreamClients, instance: Instance, pid: int, say: Callable[[str], None]
 ) -> tuple[list[MemoryPoint], Lived]:
-    """tobira's memory before, at each count, after the hold and once all are closed; how they lived."""
+    """tobira's memory before, at each count, after the hold, once all are closed and once all are open
+    again (the same streams: memory that closed streams freed should serve them); how they lived."""
     await within(STEP_SECONDS, "warming up", clients.open_to(WARMUP_STREAMS))
     await clients.relay(clients.open)
     await within(STEP_SECONDS, "closing", clients.close_all())
-    points = [await settled(pid, 0)]
+    points = [await settled(pid, "before", 0)]
     for count in args.streams:
         say(f"streams: opening up to {count}")
         await within(STEP_SECONDS, f"opening {count} streams", clients.open_to(count))
-        points.append(await settled(pid, len(clients.open)))
+        points.append(await settled(pid, "opened", len(clients.open)))
     say(f"streams: {len(clients.open)} open, idle for {args.hold_seconds:g} s")
     await asyncio.sleep(args.hold_seconds)
-    points.append(MemoryPoint(len(clients.open), rss_kib(pid), open_fds(pid)))
+    points.append(
+        MemoryPoint(f"after {args.hold_seconds:g} s idle", len(clients.open), rss_kib(pid), open_fds(pid))
+    )
     still_open = sum(1 for stream in clients.open if stream.close_code is None)
     held = instance.streams()
     sample = clients.open[:: max(1, len(clients.open) // SAMPLED_STREAMS)][:SAMPLED_STREAMS]
     relayed = await within(STEP_SECONDS, "relaying", clients.relay(sample))
-    say("streams: closing them all")
+    say(f"streams: closing them all, waiting {TRIM_DELAY_SECONDS:g} s (tobira then hands freed memory back)")
     await within(STEP_SECONDS, "closing", clients.close_all())
-    points.append(await settled(pid, 0))
+    await asyncio.sleep(TRIM_DELAY_SECONDS)
+    points.append(await settled(pid, f"all closed, {TRIM_DELAY_SECONDS:g} s later", 0))
+    say(f"streams: opening {args.streams[-1]} again")
+    await within(STEP_SECONDS, "opening them again", clients.open_to(args.streams[-1]))
+    points.append(await settled(pid, "opened again", len(clients.open)))
     return points, Lived(still_open, held, len(sample), relayed)
 
 
 def streams_report(
     args: argparse.Namespace, points: list[MemoryPoint], lived: Lived, errors: Counter[str], sign_ins: int
 ) -> Streams:
-    """Phase 1's figures from what was read: `points` are before, each count, after the hold, all closed."""
-    before, at_most = points[0], points[-3]
+    """Phase 1's figures from what was read (`points` as `measure_streams` reads them)."""
+    before, at_most, reopened = points[0], points[len(args.streams)], points[-1]
     per_stream = (at_most.rss_kib - before.rss_kib) * 1024 // max(1, at_most.streams)
     per_gib = GIB // max(1, per_stream)
+    growth = (reopened.rss_kib - at_most.rss_kib) / at_most.rss_kib if at_most.rss_kib else 0.0
     count = sum(errors.values())
     return Streams(
         points=points,
-        hold_seconds=args.hold_seconds,
         bytes_per_stream=per_stream,
         streams_per_gib=per_gib,
         rss_mib_at_most=round(at_most.rss_kib / 1024, 1),
+        reopened_growth_pct=round(growth * 100, 1),
         lived=lived,
         sign_ins=sign_ins,
         errors=count,
         ok=(
             count == 0
             and per_gib >= TARGET_STREAMS_PER_GIB
-            and at_most.streams == args.streams[-1]
+            and at_most.streams == reopened.streams == args.streams[-1]
             and lived.open_after_hold == lived.instance_streams == at_most.streams
             and lived.relayed == lived.sampled
+            and growth <= MAX_REOPENED_GROWTH
         ),
         error_examples=[f"{n} x {message}" for message, n in errors.most_common(EXAMPLES)],
     )
@@ -692,17 +707,12 @@ def print_report(report: Report) -> None:
     print(f"\ncapacity of one tobira process ({report.cpus} CPUs, Python {report.python})")
     print("\n1. idle streams: the browser's WebSocket to tobira + tobira's TLS WebSocket to the instance")
     print(f"  {'streams':>9}{'RSS MiB':>10}{'open fds':>10}  when")
-    whens = [
-        "before",
-        *["opened"] * (len(one.points) - 3),
-        f"after {one.hold_seconds:g} s idle",
-        "all closed",
-    ]
-    for when, point in zip(whens, one.points, strict=True):
-        print(f"  {point.streams:>9,}{point.rss_kib / 1024:>10.1f}{point.fds:>10,}  {when}")
+    for point in one.points:
+        print(f"  {point.streams:>9,}{point.rss_kib / 1024:>10.1f}{point.fds:>10,}  {point.when}")
     print(
         f"  {one.bytes_per_stream:,} bytes per stream: {one.streams_per_gib:,} streams per GiB"
-        f" (target >= {TARGET_STREAMS_PER_GIB:,})"
+        f" (target >= {TARGET_STREAMS_PER_GIB:,}); opened again: RSS {one.reopened_growth_pct:+.1f} %"
+        f" (<= +{MAX_REOPENED_GROWTH:.0%})"
     )
     lived = one.lived
     print(
