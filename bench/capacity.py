@@ -21,7 +21,7 @@ about three minutes. tobira runs as operators run it, `tobira serve` (one proces
    idle for `--hold-seconds` (WebSocket pings go both ways every 20 s), then a sample of them relays a
    frame both ways, and tobira and the instance must still hold every one. Then all close, and once
    tobira has handed the freed memory back (`app.heap`, 30 s later) the same streams open again: they
-   must fit in about the memory they took the first time (at most +5 %), or streams opening and closing
+   must fit in about the memory they took the first time (at most +10 %), or streams opening and closing
    all day would grow the process. Reported: bytes per stream (RSS added / streams open) and how many
    streams a GiB holds at that rate. tobira holds two sockets a
    stream: the script raises the limit on open files as far as it needs, which past the hard limit takes
@@ -98,7 +98,7 @@ INSTANCE_HOST = "127.0.0.2"
 PER_HOST_CONNECTIONS = 32  # tobira's default
 GIB = 2**30
 TARGET_STREAMS_PER_GIB = 10_000
-MAX_REOPENED_GROWTH = 0.05  # the same streams opened again must not take much more memory than before
+MAX_REOPENED_GROWTH = 0.10  # the same streams opened again: +40 % without app.heap, +5 % with it
 # The most files one process here opens: tobira, two sockets a stream, and a few of its own.
 OPEN_FILES_PER_STREAM = 2
 OPEN_FILES_SPARE = 128
