@@ -112,6 +112,9 @@ def _config(settings: Settings, app: Any, **processes: Any) -> uvicorn.Config:
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         http=LaneProtocol,  # the hot paths below uvicorn's request-response cycle
+        # No per-message compression on the browsers' streams, as Misskey's own server offers none: its
+        # state costs ~40 KiB an idle stream (README, "Capacity of one process").
+        ws_per_message_deflate=False,
         **processes,
     )
 

@@ -118,6 +118,8 @@ def start_tobira(tmp_path: Path, base_path: str = "", **env: str) -> TobiraProce
                 "--http",
                 "app.lanes:LaneProtocol",  # as `tobira serve` runs it, with uvicorn's debug and access logs
                 "--no-proxy-headers",
+                "--ws-per-message-deflate",
+                "false",
                 "--host",
                 "127.0.0.1",
                 "--port",
