@@ -49,7 +49,6 @@ import multiprocessing
 import os
 import resource
 import shlex
-import signal
 import ssl
 import subprocess
 import sys
@@ -58,7 +57,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -87,6 +86,7 @@ from bench.load import (  # noqa: E402
     open_fds,
     percentile,
     rss_kib,
+    run_and_report,
     running,
     tobira_env,
     wait_healthy,
@@ -805,27 +805,10 @@ def main() -> int:
     def say(message: str) -> None:
         print(f"[capacity] {message}", file=sys.stderr, flush=True)
 
-    async def guarded() -> Report:
-        # A plain `kill` cancels the run, so every server started is still stopped on the way out.
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run(args, command, say)
-
-    try:
-        with open_files(OPEN_FILES_PER_STREAM * args.streams[-1] + OPEN_FILES_SPARE):
-            report = asyncio.run(guarded())
-    except BenchError as error:
-        print(f"capacity: {error}", file=sys.stderr)
-        return 2
-    except asyncio.CancelledError:
-        print("capacity: stopped", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(asdict(report), indent=2))
-    else:
-        print_report(report)
-    return 0 if report.ok else 1
+    with open_files(OPEN_FILES_PER_STREAM * args.streams[-1] + OPEN_FILES_SPARE):
+        return run_and_report(
+            "capacity", lambda: run(args, command, say), as_json=args.json, show=print_report
+        )
 
 
 if __name__ == "__main__":

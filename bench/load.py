@@ -1012,25 +1012,34 @@ def main() -> int:
     def say(message: str) -> None:
         print(f"[load] {message}", file=sys.stderr, flush=True)
 
-    async def guarded() -> Report:
+    return run_and_report("load", lambda: run(args, command, say), as_json=args.json, show=print_report)
+
+
+def run_and_report(
+    name: str, measure: Callable[[], Awaitable[Any]], *, as_json: bool, show: Callable[[Any], None]
+) -> int:
+    """Run a benchmark's `measure` (its report has `ok`), print the report and give the exit status:
+    0 ok, 1 a target missed, 2 not measured (a `BenchError`, or stopped by SIGTERM)."""
+
+    async def guarded() -> Any:
         # A plain `kill` cancels the run, so every server started is still stopped on the way out.
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run(args, command, say)
+        return await measure()
 
     try:
         report = asyncio.run(guarded())
     except BenchError as error:
-        print(f"load: {error}", file=sys.stderr)
+        print(f"{name}: {error}", file=sys.stderr)
         return 2
     except asyncio.CancelledError:
-        print("load: stopped", file=sys.stderr)
+        print(f"{name}: stopped", file=sys.stderr)
         return 2
-    if args.json:
+    if as_json:
         print(json.dumps(asdict(report), indent=2))
     else:
-        print_report(report)
+        show(report)
     return 0 if report.ok else 1
 
 
