@@ -88,6 +88,7 @@ from bench.load import (  # noqa: E402
     rss_kib,
     run_and_report,
     running,
+    stop_child,
     tobira_env,
     wait_healthy,
     within,
@@ -274,15 +275,7 @@ def instance_process(host: str, cert: str, key: str) -> Iterator[Instance]:
             raise BenchError("the streaming instance did not start")
         yield Instance(ours.recv(), ours)
     finally:
-        try:
-            ours.send("stop")
-        except OSError:
-            pass
-        process.join(10.0)
-        if process.is_alive():
-            process.kill()
-            process.join(5.0)
-        ours.close()
+        stop_child(process, ours)
 
 
 # --- browsers ------------------------------------------------------------------------------------------

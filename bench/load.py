@@ -186,15 +186,20 @@ def standin_process(host: str, accounts: int) -> Iterator[Standin]:
         assert process.pid is not None  # started above
         yield Standin(url, ours, process.pid)
     finally:
-        try:
-            ours.send("stop")
-        except OSError:
-            pass
-        process.join(10.0)
-        if process.is_alive():
-            process.kill()
-            process.join(5.0)
-        ours.close()
+        stop_child(process, ours)
+
+
+def stop_child(process: multiprocessing.process.BaseProcess, pipe: Connection) -> None:
+    """Ask a server in a child process to stop over its pipe, then make sure it has."""
+    try:
+        pipe.send("stop")
+    except OSError:
+        pass
+    process.join(10.0)
+    if process.is_alive():
+        process.kill()
+        process.join(5.0)
+    pipe.close()
 
 
 # --- the slow instance ----------------------------------------------------------------------------------
