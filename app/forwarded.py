@@ -30,15 +30,12 @@ class ForwardedHeaders:
 
     def note_peer(self, scope: Scope) -> None:
         """Only note whether the peer is trusted (for a route that needs no rewritten client address)."""
-        scope[TRUSTED_PEER] = self.trusts(scope.get("client"))
+        client = scope.get("client")
+        scope[TRUSTED_PEER] = client is not None and client[0] in self.proxy_headers.trusted_hosts
 
     async def believe(self, scope: Scope) -> None:
         """Rewrite the client's address and scheme in `scope` as `__call__` does (for app.lanes)."""
         await self._rewrite(scope, _nothing, _nothing)  # type: ignore[arg-type]
-
-    def trusts(self, client: tuple[str, int] | None) -> bool:
-        """Whether a connection from `client` comes from a trusted proxy."""
-        return client is not None and client[0] in self.proxy_headers.trusted_hosts
 
 
 def trusted_peer(scope: Scope) -> bool:

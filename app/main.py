@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import metrics
 from app.clients import client_key
 from app.config import Settings, load_settings
-from app.forwarded import TRUSTED_PEER, ForwardedHeaders
+from app.forwarded import ForwardedHeaders, trusted_peer
 from app.guard import Resolver
 from app.lanes import HotAnswer, HotHandler
 from app.logs import REQUEST_ID, configure_logging
@@ -164,23 +164,25 @@ class Tobira(FastAPI):
             scope["app"] = self  # as `route` does: forward authentication's refusals are pages
         return handler
 
+    def _hot_request_id(self, scope: Scope) -> str:
+        """What `entry` does first, for a hot request: note whether the peer is trusted, set its id."""
+        self.front.note_peer(scope)
+        request_id = new_request_id(scope["headers"], trusted=trusted_peer(scope))
+        REQUEST_ID.set(request_id)
+        return request_id
+
     async def hot_forward(self, scope: Scope, body: bytes, *, redirect: bool) -> HotAnswer:
         """Forward authentication's answer, with the request's id. (app.lanes runs each hot request in a
         task, so in a context of its own: no reset.)"""
-        trusted = self.front.trusts(scope["client"])
-        request_id = new_request_id(scope["headers"], trusted=trusted)
-        REQUEST_ID.set(request_id)
-        scope[TRUSTED_PEER] = trusted
-        answer = await self.forward.hot(scope, trusted=trusted, redirect=redirect)
+        request_id = self._hot_request_id(scope)
+        answer = await self.forward.hot(scope, redirect=redirect)
         return _with_id(answer, request_id)
 
     async def hot_proxy(self, scope: Scope, body: bytes) -> HotAnswer:
         """A proxied call, answered as `entry` would: the request's id, the client as a trusted proxy
         names it (for the resolver's per-client cap), the security headers."""
-        trusted = self.front.trusts(scope["client"])
-        request_id = new_request_id(scope["headers"], trusted=trusted)
-        REQUEST_ID.set(request_id)
-        if trusted:
+        request_id = self._hot_request_id(scope)
+        if trusted_peer(scope):
             await self.front.believe(scope)
         if scope["client"]:
             CLIENT.set(client_key(scope["client"][0], self.ipv6_prefix))

@@ -60,9 +60,9 @@ class ForwardAuthApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    async def hot(self, scope: Scope, *, trusted: bool, redirect: bool) -> HotAnswer:
+    async def hot(self, scope: Scope, *, redirect: bool) -> HotAnswer:
         """The same answer, for app.lanes."""
-        outcome = await self.outcome(scope, receiving(b""), trusted=trusted, redirect=redirect)
+        outcome = await self.outcome(scope, receiving(b""), trusted=trusted_peer(scope), redirect=redirect)
         if isinstance(outcome, Response):
             return await run_asgi(self.pages(outcome), scope, b"")
         return 200, self.identity_lines(outcome), b""
